@@ -1,0 +1,56 @@
+# The front door. `make help` lists every target. Variables use ?= so you can override them:
+#   make demo PYTHON=python3.12      make setup PIP_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_TORCH_INDEX ?=
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+FROM ?=
+TO ?=
+N ?=
+NAME ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint format stage diff clean
+
+help: ## list every target with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP) ## create .venv and install requirements.txt (skipped when already done)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(PIP_TORCH_INDEX),--index-url $(PIP_TORCH_INDEX))
+	$(PY) -m pip install --quiet -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup ## train a small Transformer on the reverse task and show it learn (about 20 s on a CPU)
+	$(PY) transformer.py
+
+test: setup ## run the whole test suite
+	$(PY) -m pytest
+
+lint: setup ## check formatting and lint with ruff
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup ## reformat and fix what ruff can fix
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+stage: setup ## run one stage's demo: make stage N=4
+	@$(PY) tools/stages.py run $(N)
+
+diff: setup ## show what a stage adds, coloured: make diff FROM=3 TO=4
+	@$(PY) tools/stages.py diff $(FROM) $(TO)
+
+clean: ## remove the virtual environment and everything the build wrote
+	rm -rf $(VENV) .pytest_cache .ruff_cache talk/dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# --- pitfalls (debug_pitfalls/) ---------------------------------------------
+
+# --- talk (talk/) ------------------------------------------------------------
+
+# --- benchmarks (bench/) -----------------------------------------------------
