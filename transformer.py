@@ -41,6 +41,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -546,7 +547,7 @@ def train_step(model: Transformer, src: Tensor, tgt: Tensor, optimizer, schedule
 
 
 # -----------------------------------------------------------------------------
-# Stage 12 · Greedy decoding, and the demo
+# Stage 12 · Greedy decoding, and the demo · §3
 # -----------------------------------------------------------------------------
 
 
@@ -636,7 +637,7 @@ class OneLineParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description="Train a small Transformer on a toy task and show it learn.")
     parser.add_argument("--task", choices=TASKS, default="reverse", help="what the model learns (default: reverse)")
-    parser.add_argument("--steps", type=positive_int, default=1200, help="training steps (default: 1200)")
+    parser.add_argument("--steps", type=positive_int, default=800, help="training steps (default: 800)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per step (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
@@ -644,12 +645,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def demo_config(n_symbols: int, max_len: int) -> TransformerConfig:
+# The demo's task: 10 symbols, sequences of 8 to 12 of them, 1000 held-out examples.
+N_SYMBOLS, MIN_LEN, MAX_LEN, N_TEST = 10, 8, 12, 1000
+
+
+def demo_config() -> TransformerConfig:
     """A model small enough to learn the toy tasks in seconds on a CPU."""
-    vocab = FIRST_SYMBOL + n_symbols
+    vocab = FIRST_SYMBOL + N_SYMBOLS
     return TransformerConfig(
-        vocab, vocab, d_model=64, n_heads=4, n_layers=2, d_ff=256, dropout=0.0, max_len=max_len, warmup_steps=200
+        vocab, vocab, d_model=64, n_heads=4, n_layers=2, d_ff=256, dropout=0.0, max_len=MAX_LEN + 2, warmup_steps=200
     )
+
+
+def train_toy_model(
+    task: str = "reverse",
+    steps: int = 800,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> tuple[Transformer, Tensor, Tensor, float]:
+    """Train demo_config() on a toy task. Returns the model, the held-out sources and targets
+    (never seen in training) and the seconds spent training. on_step(step, loss, lr) follows along."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    test_src, test_tgt = make_examples(task, N_TEST, N_SYMBOLS, MIN_LEN, MAX_LEN, generator)
+    held_out = {tuple(row.tolist()) for row in test_src}
+    config = demo_config()
+    model = Transformer(config).to(device)
+    optimizer, scheduler = make_optimizer(model, config)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        src, tgt = make_examples(task, batch_size, N_SYMBOLS, MIN_LEN, MAX_LEN, generator)
+        fresh = torch.tensor([tuple(row.tolist()) not in held_out for row in src])  # (B,): never train on test
+        loss = train_step(model, src[fresh].to(device), tgt[fresh].to(device), optimizer, scheduler)
+        if on_step is not None:
+            on_step(step, loss, scheduler.get_last_lr()[0])
+    return model, test_src, test_tgt, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -660,22 +692,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"transformer.py: error: {error}", file=sys.stderr)
         return 2
-    torch.manual_seed(args.seed)
-    n_symbols, min_len, max_len, n_test = 10, 8, 12, 1000
-    generator = torch.Generator().manual_seed(args.seed)
-    test_src, test_tgt = make_examples(args.task, n_test, n_symbols, min_len, max_len, generator)
-    held_out = {tuple(row.tolist()) for row in test_src}
-
-    config = demo_config(n_symbols, max_len + 2)
-    model = Transformer(config).to(device)
-    optimizer, scheduler = make_optimizer(model, config)
-    n_params = sum(p.numel() for p in model.parameters())
+    config = demo_config()
     console.print(
-        f"[bold]{args.task}[/] task: sequences of {min_len}-{max_len} symbols from {n_symbols}; "
-        f"model d_model={config.d_model}, h={config.n_heads}, N={config.n_layers}, "
-        f"{n_params:,} parameters, on {device}"
+        f"[bold]{args.task}[/] task: sequences of {MIN_LEN}-{MAX_LEN} symbols from {N_SYMBOLS}; "
+        f"model d_model={config.d_model}, h={config.n_heads}, N={config.n_layers}, on {device}"
     )
-
     progress = Progress(
         TextColumn("training"),
         BarColumn(),
@@ -684,33 +705,34 @@ def main(argv: list[str] | None = None) -> int:
         TimeElapsedColumn(),
         console=console,
     )
-    start = time.perf_counter()
     with progress:
         bar = progress.add_task("train", total=args.steps, loss=float("nan"), lr=0.0)
-        for _ in range(args.steps):
-            src, tgt = make_examples(args.task, args.batch_size, n_symbols, min_len, max_len, generator)
-            fresh = torch.tensor([tuple(row.tolist()) not in held_out for row in src])  # (B,): never train on test
-            loss = train_step(model, src[fresh].to(device), tgt[fresh].to(device), optimizer, scheduler)
-            progress.update(bar, advance=1, loss=loss, lr=scheduler.get_last_lr()[0])
-    seconds = time.perf_counter() - start
+        model, test_src, test_tgt, seconds = train_toy_model(
+            args.task,
+            args.steps,
+            args.batch_size,
+            args.seed,
+            device,
+            on_step=lambda step, loss, lr: progress.update(bar, completed=step, loss=loss, lr=lr),
+        )
 
     predictions, correct = exact_match(model, test_src.to(device), test_tgt.to(device))
     predictions, correct = predictions.cpu(), correct.cpu()
 
     def show(tokens: Tensor) -> str:
-        return " ".join(str(t - FIRST_SYMBOL) for t in tokens.tolist() if t >= FIRST_SYMBOL)
+        return "".join(str(t - FIRST_SYMBOL) for t in tokens.tolist() if t >= FIRST_SYMBOL)
 
     table = Table(title=f"held-out examples ({args.task})")
     for column in ("source", "target", "prediction", ""):
         table.add_column(column)
-    for i in range(min(args.examples, n_test)):
+    for i in range(min(args.examples, N_TEST)):
         ok = bool(correct[i])
         table.add_row(
             show(test_src[i]), show(test_tgt[i]), show(predictions[i]), "[green]✓[/]" if ok else "[red]✗[/]"
         )
     console.print(table)
     hits = int(correct.sum())
-    console.print(f"exact match {100 * hits / n_test:.1f}% ({hits}/{n_test}) after {seconds:.1f} s of training")
+    console.print(f"exact match {100 * hits / N_TEST:.1f}% ({hits}/{N_TEST}) after {seconds:.1f} s of training")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Numbered snapshots of transformer.py; `stages.manifest` lists them."""

@@ -1,0 +1,52 @@
+"""The stage list: the one place every tool (Makefile, tests, README, slides, presenter) reads it from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    number: int
+    slug: str
+    title: str  # as in the stage's section header in transformer.py
+    paper: str  # the section or equation of the paper it implements
+    summary: str  # one sentence: what the stage adds
+    bonus: bool = False  # beyond the paper: lives in stages/bonus/
+
+    @property
+    def path(self) -> Path:
+        folder = STAGES_DIR / "bonus" if self.bonus else STAGES_DIR
+        return folder / f"{self.number:02d}_{self.slug}.py"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(1, "embeddings", "Embeddings", "§3.4", "Token ids become learned vectors, scaled by sqrt(d_model)."),
+    Stage(2, "positional_encoding", "Positional encoding", "§3.5", "Fixed sines and cosines tell the model where each token is."),
+    Stage(3, "attention", "Scaled dot-product attention", "§3.2.1, Eq. (1)", "Each query takes a softmax-weighted average of the values, scored against the keys."),
+    Stage(4, "multi_head_attention", "Multi-head attention", "§3.2.2", "h attention heads run side by side on learned projections and are merged back."),
+    Stage(5, "feed_forward", "Position-wise feed-forward network", "§3.3, Eq. (2)", "Two linear maps with a ReLU between them, applied to every position alone."),
+    Stage(6, "add_and_norm", "Residual connection, dropout and layer normalisation", "§3.1, §5.4", "Every sub-layer is wrapped as LayerNorm(x + Dropout(Sublayer(x))), post-LN."),
+    Stage(7, "encoder", "Encoder", "§3.1", "Self-attention and feed-forward make an encoder layer; N of them make the encoder."),
+    Stage(8, "masks", "Masks: padding and subsequent positions", "§3.2.3", "Boolean masks keep attention off padding and, in the decoder, off the future."),
+    Stage(9, "decoder", "Decoder", "§3.1", "Masked self-attention, attention over the encoder output and feed-forward make a decoder layer."),
+    Stage(10, "transformer", "The full encoder-decoder, with shared embeddings", "§3, §3.4", "Embeddings, encoder, decoder and a weight-tied output projection make the whole model."),
+    Stage(11, "training", "Training: label smoothing, Adam and the warm-up schedule", "§5.3, §5.4, Eq. (3)", "A label-smoothed loss, Adam and the warm-up schedule teach the model a toy task."),
+    Stage(12, "decoding", "Greedy decoding, and the demo", "§3", "Greedy decoding writes answers token by token; this stage is transformer.py."),
+)
+
+
+def get_stage(number: int | str) -> Stage:
+    """The stage with this number, or a ValueError that lists the stages."""
+    try:
+        wanted = int(number)
+    except (TypeError, ValueError):
+        wanted = None
+    for stage in STAGES:
+        if stage.number == wanted:
+            return stage
+    choices = ", ".join(f"{s.number} ({s.slug})" for s in STAGES)
+    raise ValueError(f"no stage {number!r}; the stages are {choices}")
