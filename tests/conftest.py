@@ -1,0 +1,71 @@
+"""Shared fixtures. `tf` is the module under test: transformer.py, a stage, or (for the pitfall harness) a
+deliberately broken variant.
+
+- A test marked `@pytest.mark.stage(n)` runs against transformer.py and against every stage file from
+  stage n on, because each stage must pass the tests of every component it contains so far.
+- A test that takes `tf` without the marker runs against transformer.py only.
+- With TRANSFORMER_IMPL=<pitfall name> in the environment, `tf` is that pitfall's variant instead
+  (see debug_pitfalls/), so the same tests can judge a broken model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from stages.manifest import STAGES  # noqa: E402
+
+
+@cache
+def load_module(path: Path) -> ModuleType:
+    """Import a Python file under a unique name (stage files start with digits, so no plain import)."""
+    name = "under_test_" + path.stem if path.name != "transformer.py" else "transformer"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def implementations(first_stage: int | None) -> list[tuple[str, Path]]:
+    """(id, path) of transformer.py and, when first_stage is given, each existing stage from it on."""
+    found = [("transformer.py", ROOT / "transformer.py")]
+    if first_stage is not None:
+        for stage in STAGES:
+            if not stage.bonus and stage.number >= first_stage and stage.path.exists():
+                found.append((f"stage{stage.number:02d}", stage.path))
+    return found
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stage(n): the component arrives in stage n; run on every later stage too")
+
+
+def pytest_generate_tests(metafunc):
+    if "tf" not in metafunc.fixturenames:
+        return
+    if os.environ.get("TRANSFORMER_IMPL"):
+        metafunc.parametrize("tf", [os.environ["TRANSFORMER_IMPL"]], indirect=True, ids=lambda s: s)
+        return
+    marker = metafunc.definition.get_closest_marker("stage")
+    chosen = implementations(marker.args[0] if marker else None)
+    metafunc.parametrize("tf", [path for _, path in chosen], indirect=True, ids=[i for i, _ in chosen])
+
+
+@pytest.fixture
+def tf(request) -> ModuleType:
+    if isinstance(request.param, str):  # a pitfall's name, from TRANSFORMER_IMPL
+        from debug_pitfalls import load_variant
+
+        return load_variant(request.param)
+    return load_module(request.param)
