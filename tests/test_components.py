@@ -1,0 +1,286 @@
+"""Each component against the paper's equation and against PyTorch's own implementation.
+
+A test marked `stage(n)` runs on transformer.py and on every stage from n on (see conftest.py), so a stage
+passes the tests of every component it contains so far.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TOL64 = 1e-10  # float64 agreement: the same arithmetic, up to summation order
+
+
+def small_config(tf, **overrides):
+    settings = dict(d_model=16, n_heads=4, n_layers=2, d_ff=32, dropout=0.0, max_len=32) | overrides
+    return tf.TransformerConfig(11, 11, **settings)
+
+
+# -- Stage 1: embeddings -------------------------------------------------------------------------------------
+
+
+@pytest.mark.stage(1)
+def test_embedding_is_scaled_by_sqrt_d_model(tf):
+    torch.manual_seed(0)
+    embed = tf.TokenEmbedding(vocab_size=10, d_model=16)
+    tokens = torch.tensor([[1, 2, 3], [9, 0, 4]])
+    expected = embed.weight[tokens] * 4.0  # sqrt(16)
+    assert embed(tokens).shape == (2, 3, 16)
+    torch.testing.assert_close(embed(tokens), expected, msg="embeddings are not multiplied by sqrt(d_model) (§3.4)")
+
+
+# -- Stage 2: positional encoding ----------------------------------------------------------------------------
+
+
+@pytest.mark.stage(2)
+def test_positional_encoding_matches_the_closed_form_at_hand_computed_points(tf):
+    pe = tf.PositionalEncoding(d_model=4, max_len=8).pe
+    # d_model = 4: dims 0,1 use 10000^(0/4) = 1; dims 2,3 use 10000^(2/4) = 100
+    expected_pos_1 = torch.tensor([0.8414709848, 0.5403023059, 0.0099998333, 0.9999500004])  # sin 1, cos 1, sin .01, cos .01
+    torch.testing.assert_close(pe[1], expected_pos_1, atol=1e-7, rtol=0, msg="PE(1, :) differs from §3.5's formula")
+    torch.testing.assert_close(pe[0], torch.tensor([0.0, 1.0, 0.0, 1.0]), msg="PE(0, :) must be sin 0, cos 0, ...")
+
+
+@pytest.mark.stage(2)
+@pytest.mark.parametrize("pos,i", [(10, 50), (123, 0), (255, 255), (7, 100)])
+def test_positional_encoding_d512_matches_formula(tf, pos, i):
+    pe = tf.PositionalEncoding(d_model=512, max_len=256).pe
+    angle = pos / 10000 ** (2 * i / 512)
+    assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6), "PE(pos, 2i) must be sin(pos/10000^(2i/d))"
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6), "PE(pos, 2i+1) must be cos(...)"
+
+
+@pytest.mark.stage(2)
+def test_positional_encoding_is_a_buffer_added_to_the_input(tf):
+    module = tf.PositionalEncoding(d_model=8, max_len=16)
+    assert not list(module.parameters()), "the sinusoidal encoding is fixed: it must not be a learned parameter"
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(module(x), x + module.pe[:5])
+    assert module.double().pe.dtype == torch.float64, "the encoding must follow the module's dtype (a buffer)"
+
+
+# -- Stage 3: scaled dot-product attention -------------------------------------------------------------------
+
+
+def random_masks(B, T_q, T_k):
+    torch.manual_seed(1)
+    keep = torch.rand(B, 1, T_q, T_k) > 0.3
+    keep[..., 0] = True  # every query keeps at least one key
+    return keep
+
+
+@pytest.mark.stage(3)
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
+def test_attention_equals_pytorch_sdpa(tf, masked):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, dtype=torch.float64) for _ in range(3))
+    k, v = k[:, :, :4], v[:, :, :4]  # T_k = 4 != T_q = 5
+    mask = random_masks(2, 5, 4) if masked else None
+    out, weights = tf.scaled_dot_product_attention(q, k, v, mask)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert (out - expected).abs().max() <= TOL64, "attention output differs from F.scaled_dot_product_attention"
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64), msg="weights must sum to 1")
+    if masked:
+        assert (weights.masked_select(~mask.expand_as(weights)) == 0).all(), "a masked key got attention weight"
+
+
+@pytest.mark.stage(3)
+def test_attention_weights_follow_equation_1_by_hand(tf):
+    q = torch.tensor([[1.0, 0.0]])  # (T_q=1, d_k=2)
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # (T_k=2, d_k=2)
+    v = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
+    _, weights = tf.scaled_dot_product_attention(q, k, v)
+    # scores = [1, 0] / sqrt(2): softmax = [e^a, 1] / (e^a + 1) with a = 1/sqrt(2)
+    a = math.exp(1 / math.sqrt(2))
+    torch.testing.assert_close(weights, torch.tensor([[a / (a + 1), 1 / (a + 1)]]), msg="not softmax(QK^T/sqrt(d_k))")
+
+
+@pytest.mark.stage(3)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_fully_masked_row_is_finite_with_finite_gradients(tf, dtype):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 3, 4, dtype=dtype, requires_grad=True) for _ in range(3))
+    mask = torch.tensor([[True, True, False], [False, False, False], [True, False, False]])  # query 1 sees nothing
+    out, _ = tf.scaled_dot_product_attention(q, k, v, mask)
+    out.float().sum().backward()
+    assert torch.isfinite(out).all(), f"a query with every key masked produced NaN/inf in {dtype}"
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        assert torch.isfinite(t.grad).all(), f"non-finite gradient for the {name} with a fully masked row in {dtype}"
+    assert (out[:, :, 1] == 0).all(), "a query that may attend to nothing should get a zero vector, as SDPA returns"
+
+
+# -- Stage 4: multi-head attention ---------------------------------------------------------------------------
+
+
+def torch_mha_from(mha, d_model, n_heads) -> nn.MultiheadAttention:
+    ref = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([mha.w_q.weight, mha.w_k.weight, mha.w_v.weight]))
+        ref.in_proj_bias.copy_(torch.cat([mha.w_q.bias, mha.w_k.bias, mha.w_v.bias]))
+        ref.out_proj.weight.copy_(mha.w_o.weight)
+        ref.out_proj.bias.copy_(mha.w_o.bias)
+    return ref.eval()
+
+
+@pytest.mark.stage(4)
+def test_multi_head_attention_equals_nn_multiheadattention(tf):
+    torch.manual_seed(0)
+    mha = tf.MultiHeadAttention(d_model=16, n_heads=4).double()
+    ref = torch_mha_from(mha, 16, 4)
+    x = torch.randn(3, 6, 16, dtype=torch.float64)
+    memory = torch.randn(3, 5, 16, dtype=torch.float64)
+    keep_keys = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)  # (B, S)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+
+    # cross-attention with padding: ours reads True = may attend, nn.MultiheadAttention reads True = ignore
+    ours = mha(x, memory, memory, keep_keys[:, None, None, :])
+    theirs, _ = ref(x, memory, memory, key_padding_mask=~keep_keys, need_weights=False)
+    assert (ours - theirs).abs().max() <= TOL64, "multi-head cross-attention differs from nn.MultiheadAttention"
+
+    # causal self-attention, and the per-head weights
+    mha.keep_weights = True
+    ours = mha(x, x, x, causal)
+    theirs, their_weights = ref(x, x, x, attn_mask=~causal, need_weights=True, average_attn_weights=False)
+    assert (ours - theirs).abs().max() <= TOL64, "masked multi-head self-attention differs from nn.MultiheadAttention"
+    assert (mha.last_weights - their_weights).abs().max() <= TOL64, "per-head attention weights differ"
+
+
+@pytest.mark.stage(4)
+def test_multi_head_attention_equals_an_explicit_loop_over_heads(tf):
+    torch.manual_seed(0)
+    D, H = 12, 3
+    d_k = D // H
+    mha = tf.MultiHeadAttention(D, H).double()
+    x = torch.randn(2, 5, D, dtype=torch.float64)
+    heads = []
+    for h in range(H):  # head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V), each with its own d_k columns
+        rows = slice(h * d_k, (h + 1) * d_k)
+        q = x @ mha.w_q.weight[rows].T + mha.w_q.bias[rows]
+        k = x @ mha.w_k.weight[rows].T + mha.w_k.bias[rows]
+        v = x @ mha.w_v.weight[rows].T + mha.w_v.bias[rows]
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d_k), dim=-1)
+        heads.append(weights @ v)
+    expected = torch.cat(heads, dim=-1) @ mha.w_o.weight.T + mha.w_o.bias  # Concat(head_1..head_h) W^O
+    assert (mha(x, x, x) - expected).abs().max() <= TOL64, "multi-head attention is not Concat(head_1, ..., head_h) W^O"
+
+
+@pytest.mark.stage(4)
+def test_split_and_merge_heads_are_inverse_and_put_heads_on_dim_1(tf):
+    mha = tf.MultiHeadAttention(8, 2)
+    x = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)
+    split = mha.split_heads(x)
+    assert split.shape == (2, 2, 3, 4), "split_heads must give (B, H, L, d_k)"
+    torch.testing.assert_close(split[:, 1, :, :], x[:, :, 4:], msg="head 1 must hold features 4..7 of every position")
+    torch.testing.assert_close(mha.merge_heads(split), x, msg="merge_heads(split_heads(x)) must give x back")
+
+
+# -- Stage 5: feed-forward -----------------------------------------------------------------------------------
+
+
+@pytest.mark.stage(5)
+def test_feed_forward_is_equation_2_applied_per_position(tf):
+    torch.manual_seed(0)
+    ffn = tf.PositionwiseFeedForward(d_model=8, d_ff=32).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    expected = torch.clamp(x @ ffn.w_1.weight.T + ffn.w_1.bias, min=0) @ ffn.w_2.weight.T + ffn.w_2.bias
+    assert (ffn(x) - expected).abs().max() <= TOL64, "FFN(x) != max(0, x W1 + b1) W2 + b2"
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    torch.testing.assert_close(ffn(x[:, perm]), ffn(x)[:, perm], msg="the FFN must treat each position on its own")
+
+
+# -- Stage 6: residual, dropout, LayerNorm -------------------------------------------------------------------
+
+
+@pytest.mark.stage(6)
+def test_add_and_norm_is_post_ln(tf):
+    torch.manual_seed(0)
+    block = tf.AddAndNorm(d_model=8, dropout=0.5).eval()
+    x, y = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    expected = F.layer_norm(x + y, (8,))
+    torch.testing.assert_close(block(x, y), expected, msg="Add & Norm must be LayerNorm(x + Sublayer(x)) (post-LN)")
+    out = block(x, y)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 3), atol=1e-6, rtol=0)
+
+
+@pytest.mark.stage(6)
+def test_add_and_norm_applies_dropout_to_the_sublayer_only_in_training(tf):
+    torch.manual_seed(0)
+    block = tf.AddAndNorm(d_model=64, dropout=0.5)
+    x, y = torch.randn(4, 8, 64), torch.randn(4, 8, 64)
+    assert not torch.allclose(block.train()(x, y), F.layer_norm(x + y, (64,))), "training mode must drop out"
+    torch.testing.assert_close(block.eval()(x, y), F.layer_norm(x + y, (64,)), msg="eval mode must not drop out")
+    # dropout hits the sub-layer output, not the residual: with y = 0 nothing can be dropped
+    torch.testing.assert_close(block.train()(x, torch.zeros_like(y)), F.layer_norm(x, (64,)))
+
+
+# -- Stage 7 and 9: encoder and decoder layers against PyTorch's -------------------------------------------
+
+
+def copy_mha(ours, theirs):
+    theirs.in_proj_weight.copy_(torch.cat([ours.w_q.weight, ours.w_k.weight, ours.w_v.weight]))
+    theirs.in_proj_bias.copy_(torch.cat([ours.w_q.bias, ours.w_k.bias, ours.w_v.bias]))
+    theirs.out_proj.weight.copy_(ours.w_o.weight)
+    theirs.out_proj.bias.copy_(ours.w_o.bias)
+
+
+def copy_ffn_and_norms(ours, theirs, norms):
+    theirs.linear1.load_state_dict(ours.feed_forward.w_1.state_dict())
+    theirs.linear2.load_state_dict(ours.feed_forward.w_2.state_dict())
+    for i, add_norm in enumerate(norms, start=1):
+        getattr(theirs, f"norm{i}").load_state_dict(add_norm.norm.state_dict())
+
+
+@pytest.mark.stage(7)
+def test_encoder_layer_equals_nn_transformer_encoder_layer(tf):
+    torch.manual_seed(0)
+    config = small_config(tf)
+    ours = tf.EncoderLayer(config).double().eval()
+    theirs = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, dtype=torch.float64).eval()
+    with torch.no_grad():
+        copy_mha(ours.self_attn, theirs.self_attn)
+        copy_ffn_and_norms(ours, theirs, [ours.add_norm_1, ours.add_norm_2])
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    diff = ours(x, keep[:, None, None, :]) - theirs(x, src_key_padding_mask=~keep)
+    assert diff[keep].abs().max() <= TOL64, "encoder layer differs from nn.TransformerEncoderLayer (post-LN, ReLU)"
+    assert len(tf.Encoder(config).layers) == config.n_layers
+
+
+@pytest.mark.stage(9)
+def test_decoder_layer_equals_nn_transformer_decoder_layer(tf):
+    torch.manual_seed(0)
+    config = small_config(tf)
+    ours = tf.DecoderLayer(config).double().eval()
+    theirs = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True, dtype=torch.float64).eval()
+    with torch.no_grad():
+        copy_mha(ours.self_attn, theirs.self_attn)
+        copy_mha(ours.cross_attn, theirs.multihead_attn)
+        copy_ffn_and_norms(ours, theirs, [ours.add_norm_1, ours.add_norm_2, ours.add_norm_3])
+    y, memory = torch.randn(2, 4, 16, dtype=torch.float64), torch.randn(2, 5, 16, dtype=torch.float64)
+    keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    causal = tf.subsequent_mask(4)
+    diff = ours(y, memory, keep[:, None, None, :], causal) - theirs(
+        y, memory, tgt_mask=~causal[0, 0], memory_key_padding_mask=~keep
+    )
+    assert diff.abs().max() <= TOL64, "decoder layer differs from nn.TransformerDecoderLayer (post-LN, ReLU)"
+    assert len(tf.Decoder(config).layers) == config.n_layers
+
+
+# -- Stage 8: masks ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.stage(8)
+def test_masks_by_hand(tf):
+    tokens = torch.tensor([[5, 6, 0], [7, 0, 0]])
+    assert tf.padding_mask(tokens, pad_id=0).tolist() == [[[[True, True, False]]], [[[True, False, False]]]]
+    assert tf.subsequent_mask(3).tolist() == [[[[True, False, False], [True, True, False], [True, True, True]]]]
+    assert tf.target_mask(tokens, pad_id=0)[1, 0].tolist() == [
+        [True, False, False],
+        [True, False, False],
+        [True, False, False],
+    ], "the target mask must hide both padding keys and future positions"
