@@ -52,5 +52,27 @@ clean: ## remove the virtual environment and everything the build wrote
 # --- pitfalls (debug_pitfalls/) ---------------------------------------------
 
 # --- talk (talk/) ------------------------------------------------------------
+# The slides need Node.js (reveal-md, pinned in talk/package.json); slides-pdf also needs Chromium.
+CHROMIUM ?=
+.PHONY: slides slides-static slides-pdf
+
+slides: setup ## serve the slides live at http://localhost:1948/slides.md (needs Node.js)
+	@$(PY) talk/build_slides.py update
+	@$(PY) talk/build_slides.py serve
+
+slides-static: setup figures ## write the slides as an offline site to talk/dist/ (open talk/dist/index.html)
+	@$(PY) talk/build_slides.py update
+	@$(PY) talk/build_slides.py static
+
+slides-pdf: slides-static ## print the slides to talk/dist/slides.pdf with headless Chromium
+	@CHROMIUM="$(CHROMIUM)" $(PY) talk/build_slides.py pdf
+
+.PHONY: figures present
+
+figures: setup ## draw the talk's figures into talk/figures/ from the real code (under a minute on a CPU)
+	@$(PY) talk/figures.py
+
+present: setup ## step through the stages in the terminal, diff then demo: make present N=5 starts at stage 5
+	@$(PY) talk/present.py $(N)
 
 # --- benchmarks (bench/) -----------------------------------------------------

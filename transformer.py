@@ -337,7 +337,9 @@ def subsequent_mask(size: int, device: torch.device | str | None = None) -> Tens
 
 def target_mask(tgt: Tensor, pad_id: int) -> Tensor:
     """The decoder's self-attention mask: no padding keys and no future positions."""
-    return padding_mask(tgt, pad_id) & subsequent_mask(tgt.size(1), tgt.device)  # (B, 1, 1, T) & (1, 1, T, T) -> (B, 1, T, T)
+    return padding_mask(tgt, pad_id) & subsequent_mask(
+        tgt.size(1), tgt.device
+    )  # (B, 1, 1, T) & (1, 1, T, T) -> (B, 1, T, T)
 
 
 # -----------------------------------------------------------------------------
@@ -511,25 +513,29 @@ TASKS = ("reverse", "copy")
 def make_examples(
     task: str, n: int, n_symbols: int, min_len: int, max_len: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """n random source sequences of min_len..max_len symbols and their targets.
-    src (n, max_len) right-padded; tgt (n, max_len + 2) = BOS, answer, EOS, then padding."""
+    """n random sequences of min_len..max_len symbols, and what the model must answer.
+    src (n, max_len + 1) = symbols, EOS, padding; tgt (n, max_len + 2) = BOS, answer, EOS, padding."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)  # (n,)
-    symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, max_len), generator=generator)  # (n, S)
-    positions = torch.arange(max_len)  # (S,)
-    real = positions < lengths[:, None]  # (n, S): True on real symbols, False on padding
-    src = symbols.masked_fill(~real, PAD)  # (n, S)
+    symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, max_len), generator=generator)  # (n, max_len)
+    positions = torch.arange(max_len)  # (max_len,)
+    real = positions < lengths[:, None]  # (n, max_len): True on real symbols, False on padding
+    symbols = symbols.masked_fill(~real, PAD)  # (n, max_len)
     if task == "reverse":
         # position j of the answer takes symbol (length - 1 - j) of the source
-        index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, S)
-        answer = src.gather(1, index).masked_fill(~real, PAD)  # (n, S)
+        index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, max_len)
+        answer = symbols.gather(1, index).masked_fill(~real, PAD)  # (n, max_len)
     else:
-        answer = src
+        answer = symbols
+    rows = torch.arange(n)  # (n,)
+    src = torch.full((n, max_len + 1), PAD)  # (n, S)
+    src[:, :max_len] = symbols
+    src[rows, lengths] = EOS  # the source ends with EOS too: a fixed point to count back from
     tgt = torch.full((n, max_len + 2), PAD)  # (n, T)
     tgt[:, 0] = BOS
     tgt[:, 1 : max_len + 1] = answer
-    tgt[torch.arange(n), lengths + 1] = EOS
+    tgt[rows, lengths + 1] = EOS
     return src, tgt
 
 
@@ -569,7 +575,9 @@ def greedy_decode(
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
     if max_len + 1 > model.config.max_len:
-        raise ValueError(f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}")
+        raise ValueError(
+            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
+        )
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_id
@@ -727,9 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column)
     for i in range(min(args.examples, N_TEST)):
         ok = bool(correct[i])
-        table.add_row(
-            show(test_src[i]), show(test_tgt[i]), show(predictions[i]), "[green]✓[/]" if ok else "[red]✗[/]"
-        )
+        table.add_row(show(test_src[i]), show(test_tgt[i]), show(predictions[i]), "[green]✓[/]" if ok else "[red]✗[/]")
     console.print(table)
     hits = int(correct.sum())
     console.print(f"exact match {100 * hits / N_TEST:.1f}% ({hits}/{N_TEST}) after {seconds:.1f} s of training")

@@ -41,7 +41,9 @@ def test_embedding_is_scaled_by_sqrt_d_model(tf):
 def test_positional_encoding_matches_the_closed_form_at_hand_computed_points(tf):
     pe = tf.PositionalEncoding(d_model=4, max_len=8).pe
     # d_model = 4: dims 0,1 use 10000^(0/4) = 1; dims 2,3 use 10000^(2/4) = 100
-    expected_pos_1 = torch.tensor([0.8414709848, 0.5403023059, 0.0099998333, 0.9999500004])  # sin 1, cos 1, sin .01, cos .01
+    expected_pos_1 = torch.tensor(
+        [0.8414709848, 0.5403023059, 0.0099998333, 0.9999500004]
+    )  # sin 1, cos 1, sin .01, cos .01
     torch.testing.assert_close(pe[1], expected_pos_1, atol=1e-7, rtol=0, msg="PE(1, :) differs from §3.5's formula")
     torch.testing.assert_close(pe[0], torch.tensor([0.0, 1.0, 0.0, 1.0]), msg="PE(0, :) must be sin 0, cos 0, ...")
 
@@ -51,7 +53,9 @@ def test_positional_encoding_matches_the_closed_form_at_hand_computed_points(tf)
 def test_positional_encoding_d512_matches_formula(tf, pos, i):
     pe = tf.PositionalEncoding(d_model=512, max_len=256).pe
     angle = pos / 10000 ** (2 * i / 512)
-    assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6), "PE(pos, 2i) must be sin(pos/10000^(2i/d))"
+    assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6), (
+        "PE(pos, 2i) must be sin(pos/10000^(2i/d))"
+    )
     assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6), "PE(pos, 2i+1) must be cos(...)"
 
 

@@ -38,7 +38,9 @@ def test_decoder_cannot_see_the_future(tf, t):
     changed[:, t:] = torch.randint(3, 11, changed[:, t:].shape, generator=torch.Generator().manual_seed(t))
     before, after = model(SRC, TGT), model(SRC, changed)
     diff = (before[:, :t] - after[:, :t]).abs().max().item()
-    assert diff <= 1e-12, f"logits before position {t} changed by {diff:.2e} when only tokens from {t} on changed: the decoder can see the future"
+    assert diff <= 1e-12, (
+        f"logits before position {t} changed by {diff:.2e} when only tokens from {t} on changed: the decoder can see the future"
+    )
     assert not torch.allclose(before[:, t:], after[:, t:]), "changing tokens must change the later logits"
 
 
@@ -47,7 +49,9 @@ def test_appending_source_padding_changes_nothing(tf):
     model = make_model(tf)
     padded = torch.cat([SRC, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # three more pads on every source
     diff = (model(SRC, TGT) - model(padded, TGT)).abs().max().item()
-    assert diff <= 1e-12, f"appending padding to the source changed the logits by {diff:.2e}: padding is being attended to"
+    assert diff <= 1e-12, (
+        f"appending padding to the source changed the logits by {diff:.2e}: padding is being attended to"
+    )
 
 
 @pytest.mark.stage(10)
@@ -57,7 +61,9 @@ def test_batch_elements_are_independent(tf):
     for i in range(2):
         alone = model(SRC[i : i + 1], TGT[i : i + 1])
         diff = (batched[i : i + 1] - alone).abs().max().item()
-        assert diff <= 1e-12, f"sequence {i} gives different logits alone than in a batch ({diff:.2e}): batch elements leak"
+        assert diff <= 1e-12, (
+            f"sequence {i} gives different logits alone than in a batch ({diff:.2e}): batch elements leak"
+        )
 
 
 @pytest.mark.stage(10)
@@ -65,7 +71,9 @@ def test_eval_is_deterministic_and_training_uses_dropout(tf):
     torch.manual_seed(0)
     model = tf.Transformer(small_config(tf, dropout=0.3))
     model.eval()
-    torch.testing.assert_close(model(SRC, TGT), model(SRC, TGT), rtol=0, atol=0, msg="two eval passes differ: dropout at eval?")
+    torch.testing.assert_close(
+        model(SRC, TGT), model(SRC, TGT), rtol=0, atol=0, msg="two eval passes differ: dropout at eval?"
+    )
     model.train()
     assert not torch.allclose(model(SRC, TGT), model(SRC, TGT)), "training mode must apply dropout (P_drop=0.3)"
 
@@ -125,7 +133,18 @@ def test_all_padding_source_gives_finite_logits_and_gradients(tf, dtype):
         (SRC, TGT[:1], ValueError, "same batch size, got 2 source and 1 target"),
         (SRC[:, :0], TGT, ValueError, "at least one token"),
     ],
-    ids=["float-src", "bool-tgt", "list-src", "1d-src", "3d-tgt", "negative-id", "id-too-large", "too-long", "batch-mismatch", "empty"],
+    ids=[
+        "float-src",
+        "bool-tgt",
+        "list-src",
+        "1d-src",
+        "3d-tgt",
+        "negative-id",
+        "id-too-large",
+        "too-long",
+        "batch-mismatch",
+        "empty",
+    ],
 )
 def test_bad_tokens_get_a_clear_error(tf, src, tgt, error, words):
     model = make_model(tf)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from tests.test_model import SRC, make_model
 
-
 # -- label smoothing (§5.4) ----------------------------------------------------------------------------------
 
 
@@ -30,7 +29,9 @@ def test_label_smoothing_by_hand(tf):
     log_p = logits.log_softmax(-1)[0, 0]
     expected = -(0.1 * log_p[1] + 0.7 * log_p[2] + 0.1 * log_p[3] + 0.1 * log_p[4])
     ours = tf.label_smoothed_loss(logits, torch.tensor([[2]]), smoothing=0.3, pad_id=0)
-    assert abs(ours.item() - expected.item()) <= 1e-12, "smoothed target must be 1-eps on the truth, eps/(V-2) elsewhere, 0 on pad"
+    assert abs(ours.item() - expected.item()) <= 1e-12, (
+        "smoothed target must be 1-eps on the truth, eps/(V-2) elsewhere, 0 on pad"
+    )
 
 
 @pytest.mark.stage(11)

@@ -1,0 +1,1 @@
+"""Benchmarks: our Transformer against torch.nn.Transformer, fused attention, the key/value cache."""

@@ -1,0 +1,641 @@
+"""Stage 11 of 12: Training: label smoothing, Adam and the warm-up schedule (§5.3, §5.4, Eq. (3)).
+
+Adds training: `label_smoothed_loss` (§5.4), `learning_rate`, the warm-up schedule of Eq. (3),
+`make_optimizer` (Adam with the betas and epsilon of §5.3), the toy tasks (`make_examples`: write
+a sequence of symbols back, reversed or copied) and `train_step` (teacher forcing: the decoder reads
+the target shifted right). Look at how the smoothed target spreads epsilon over every token except
+the true one and padding. The demo shows the target distribution the loss pulls towards, the
+schedule at a few steps, and trains a small model for a few seconds so you can watch the loss fall;
+the paper trains on WMT 2014 for 100,000 steps instead.
+
+This file is transformer.py up to the end of its stage 11 section, then a demo of its own.
+`make diff FROM=10 TO=11` shows exactly what this stage adds to stage 10.
+
+Shape legend, used by every shape comment below:
+    B      batch size
+    S      source length                T      target length
+    L      either length, where a piece serves the encoder and the decoder alike
+    D      d_model, the width of every residual stream
+    H      number of heads (the paper's h)
+    d_k    width of one head, D / H (the paper's d_k = d_v)
+    F      d_ff, the inner width of the feed-forward network
+    V      vocabulary size
+    T_q    query length inside attention; T_k key (and value) length
+
+Masks: a boolean mask says where attention MAY look. True = may attend, False = ignore,
+the way `torch.nn.functional.scaled_dot_product_attention` reads it (`nn.MultiheadAttention`
+reads its boolean masks the other way round). Masks broadcast against the scores (B, H, T_q, T_k).
+
+Run it: make stage N=11   (or: .venv/bin/python stages/11_training.py)
+
+Deviations from the paper so far (numbered as in transformer.py):
+1. The linear maps of attention and of the feed-forward network carry biases; the paper's
+   equations show only weights. PyTorch's `nn.Transformer` has them too, which lets the tests
+   prove that the two models compute the same function.
+2. Initialisation, which the paper leaves open: Xavier-uniform for every matrix, and
+   N(0, 1/d_model) for the shared embedding, so that after the multiplication by sqrt(d_model)
+   of §3.4 a token vector has the same scale as its positional encoding.
+3. A query whose keys are all masked (an all-padding source) attends to nothing and gets a zero
+   vector, as `F.scaled_dot_product_attention` returns, instead of 0/0 = NaN.
+4. The source embedding is shared with the target embedding only when the two vocabularies
+   have the same size (the paper's shared BPE vocabulary); the target embedding and the
+   pre-softmax projection always share one matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import Tensor, nn
+
+
+@dataclass
+class TransformerConfig:
+    """Hyper-parameters, named as in the paper (Table 3). The defaults are the base model."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 512  # D, width of every sub-layer output and embedding
+    n_heads: int = 8  # h, parallel attention heads
+    n_layers: int = 6  # N, identical layers in the encoder and again in the decoder
+    d_ff: int = 2048  # inner width of the feed-forward network
+    dropout: float = 0.1  # P_drop
+    max_len: int = 512  # longest sequence the positional encoding covers
+    pad_id: int = 0  # the padding token, in both vocabularies
+    label_smoothing: float = 0.1  # epsilon_ls
+    warmup_steps: int = 4000  # of the learning-rate schedule, Eq. (3)
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model must be divisible by n_heads so each head gets d_k = d_model / n_heads, "
+                f"got d_model={self.d_model} and n_heads={self.n_heads}"
+            )
+        if self.d_model % 2:
+            raise ValueError(f"d_model must be even (the positional encoding pairs sin and cos), got {self.d_model}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size):
+            raise ValueError(
+                f"pad_id must be a token of both vocabularies, in [0, {min(self.src_vocab_size, self.tgt_vocab_size)}), "
+                f"got {self.pad_id}"
+            )
+        if self.warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be a positive integer, got {self.warmup_steps!r}")
+
+    @property
+    def d_k(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def paper_base(cls, src_vocab_size: int, tgt_vocab_size: int, **overrides) -> TransformerConfig:
+        """Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1, eps_ls=0.1."""
+        return cls(src_vocab_size, tgt_vocab_size, **overrides)
+
+    @classmethod
+    def paper_big(cls, src_vocab_size: int, tgt_vocab_size: int, **overrides) -> TransformerConfig:
+        """Table 3, "big": N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3, eps_ls=0.1."""
+        settings = dict(d_model=1024, n_heads=16, d_ff=4096, dropout=0.3) | overrides
+        return cls(src_vocab_size, tgt_vocab_size, **settings)
+
+
+# -----------------------------------------------------------------------------
+# Stage 1 · Embeddings · §3.4
+# -----------------------------------------------------------------------------
+
+
+class TokenEmbedding(nn.Module):
+    """§3.4: a learned vector per token, multiplied by sqrt(d_model)."""
+
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.scale = math.sqrt(d_model)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight  # (V, D)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.embedding(tokens) * self.scale  # (B, L) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 2 · Positional encoding · §3.5
+# -----------------------------------------------------------------------------
+
+
+class PositionalEncoding(nn.Module):
+    """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+
+    Fixed, not learned, so it is a buffer: it moves with the model between devices and dtypes
+    but the optimiser never sees it.
+    """
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        # float64 for the table, so that positions in the hundreds keep their precision
+        pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
+        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (D/2,)
+        angle = pos / 10000 ** (two_i / d_model)  # (max_len, 1) / (D/2,) -> (max_len, D/2)
+        pe = torch.zeros(max_len, d_model, dtype=torch.float64)  # (max_len, D)
+        pe[:, 0::2] = torch.sin(angle)  # even dimensions
+        pe[:, 1::2] = torch.cos(angle)  # odd dimensions
+        self.register_buffer("pe", pe.float(), persistent=False)  # (max_len, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.pe[: x.size(1)]  # (B, L, D) + (L, D) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 3 · Scaled dot-product attention · §3.2.1, Eq. (1)
+# -----------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(
+    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Eq. (1): Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
+
+    query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v); mask: boolean, True = may
+    attend, broadcastable to (..., T_q, T_k). Returns the output (..., T_q, d_v) and the
+    attention weights (..., T_q, T_k).
+    """
+    d_k = query.size(-1)
+    # Without the 1/sqrt(d_k) the dot products grow with d_k and push the softmax into
+    # regions with vanishing gradients (the paper's footnote 4).
+    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, d_k) x (..., d_k, T_k) -> (..., T_q, T_k)
+    if mask is not None:
+        check_mask(mask, scores.shape)
+        # The most negative finite number rather than -inf: exp() of it is exactly 0 in any
+        # float dtype, and a row with every key masked stays finite instead of 0/0 = NaN.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # (..., T_q, T_k)
+    weights = scores.softmax(dim=-1)  # (..., T_q, T_k), each row sums to 1 over the keys
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # a fully masked row attends to nothing
+    return weights @ value, weights  # (..., T_q, T_k) x (..., T_k, d_v) -> (..., T_q, d_v)
+
+
+def check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
+    """A mask must be boolean and broadcast to the scores without growing them."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"attention mask must be a torch.bool tensor (True = may attend), got {got}")
+    try:
+        broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != scores_shape:
+        raise ValueError(
+            f"attention mask of shape {tuple(mask.shape)} cannot broadcast to the attention scores "
+            f"of shape {tuple(scores_shape)} (batch, heads, queries, keys)"
+        )
+
+
+# -----------------------------------------------------------------------------
+# Stage 4 · Multi-head attention · §3.2.2
+# -----------------------------------------------------------------------------
+
+
+class MultiHeadAttention(nn.Module):
+    """§3.2.2: MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+    where head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    The h projections to d_k dimensions are stored side by side as one D x D matrix each,
+    so one matmul computes all heads, and a reshape splits them apart.
+    """
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads
+        self.w_q = nn.Linear(d_model, d_model)  # W^Q for all heads
+        self.w_k = nn.Linear(d_model, d_model)  # W^K for all heads
+        self.w_v = nn.Linear(d_model, d_model)  # W^V for all heads
+        self.w_o = nn.Linear(d_model, d_model)  # W^O
+        self.keep_weights = False  # set True to keep the last attention weights (for plots)
+        self.last_weights: Tensor | None = None
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        q = self.split_heads(self.w_q(query))  # (B, T_q, D) -> (B, H, T_q, d_k)
+        k = self.split_heads(self.w_k(key))  # (B, T_k, D) -> (B, H, T_k, d_k)
+        v = self.split_heads(self.w_v(value))  # (B, T_k, D) -> (B, H, T_k, d_k)
+        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T_q, d_k), (B, H, T_q, T_k)
+        if self.keep_weights:
+            self.last_weights = weights.detach()
+        return self.w_o(self.merge_heads(out))  # (B, H, T_q, d_k) -> (B, T_q, D)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        x = x.view(B, L, self.n_heads, self.d_k)  # (B, L, D) -> (B, L, H, d_k)
+        return x.transpose(1, 2)  # (B, L, H, d_k) -> (B, H, L, d_k): heads become a batch dim
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        B, _, L, _ = x.shape
+        x = x.transpose(1, 2)  # (B, H, L, d_k) -> (B, L, H, d_k)
+        # reshape, not view: after the transpose the memory is no longer contiguous
+        return x.reshape(B, L, self.n_heads * self.d_k)  # (B, L, H, d_k) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 5 · Position-wise feed-forward network · §3.3, Eq. (2)
+# -----------------------------------------------------------------------------
+
+
+class PositionwiseFeedForward(nn.Module):
+    """Eq. (2): FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position separately."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.w_2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_2(torch.relu(self.w_1(x)))  # (B, L, D) -> (B, L, F) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 6 · Residual connection, dropout and layer normalisation · §3.1, §5.4
+# -----------------------------------------------------------------------------
+
+
+class AddAndNorm(nn.Module):
+    """§3.1 and §5.4: LayerNorm(x + Dropout(Sublayer(x))), the "Add & Norm" boxes of Figure 1.
+
+    Post-LN, as in the paper: the norm comes after the residual sum. (Most later models, and
+    the Annotated Transformer, normalise before the sub-layer instead: pre-LN.)
+    """
+
+    def __init__(self, d_model: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, sublayer_out: Tensor) -> Tensor:
+        return self.norm(x + self.dropout(sublayer_out))  # (B, L, D) + (B, L, D) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 7 · Encoder · §3.1
+# -----------------------------------------------------------------------------
+
+
+class EncoderLayer(nn.Module):
+    """§3.1: multi-head self-attention, then the feed-forward network, each wrapped in Add & Norm."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_1 = AddAndNorm(config.d_model, config.dropout)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.add_norm_2 = AddAndNorm(config.d_model, config.dropout)
+
+    def forward(self, x: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        x = self.add_norm_1(x, self.self_attn(x, x, x, src_mask))  # (B, S, D)
+        return self.add_norm_2(x, self.feed_forward(x))  # (B, S, D)
+
+
+class Encoder(nn.Module):
+    """§3.1: a stack of N identical encoder layers."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layers))
+
+    def forward(self, x: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, src_mask)  # (B, S, D) -> (B, S, D)
+        return x
+
+
+# -----------------------------------------------------------------------------
+# Stage 8 · Masks: padding and subsequent positions · §3.2.3
+# -----------------------------------------------------------------------------
+
+
+def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
+    """No query may attend to a padding key. True = may attend."""
+    return (tokens != pad_id)[:, None, None, :]  # (B, L) -> (B, 1, 1, L): same for every head and query
+
+
+def subsequent_mask(size: int, device: torch.device | str | None = None) -> Tensor:
+    """§3.2.3: decoder position i may attend to positions <= i only, which keeps decoding
+    auto-regressive: a prediction never sees the token it has to predict."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, T, T)
+
+
+def target_mask(tgt: Tensor, pad_id: int) -> Tensor:
+    """The decoder's self-attention mask: no padding keys and no future positions."""
+    return padding_mask(tgt, pad_id) & subsequent_mask(
+        tgt.size(1), tgt.device
+    )  # (B, 1, 1, T) & (1, 1, T, T) -> (B, 1, T, T)
+
+
+# -----------------------------------------------------------------------------
+# Stage 9 · Decoder · §3.1
+# -----------------------------------------------------------------------------
+
+
+class DecoderLayer(nn.Module):
+    """§3.1: masked self-attention, then attention over the encoder output ("encoder-decoder
+    attention", §3.2.3), then the feed-forward network, each wrapped in Add & Norm."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_1 = AddAndNorm(config.d_model, config.dropout)
+        self.cross_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_2 = AddAndNorm(config.d_model, config.dropout)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.add_norm_3 = AddAndNorm(config.d_model, config.dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        x = self.add_norm_1(x, self.self_attn(x, x, x, tgt_mask))  # (B, T, D)
+        # queries from the decoder, keys and values from the encoder output ("memory")
+        x = self.add_norm_2(x, self.cross_attn(x, memory, memory, src_mask))  # (B, T, D) with (B, S, D) -> (B, T, D)
+        return self.add_norm_3(x, self.feed_forward(x))  # (B, T, D)
+
+
+class Decoder(nn.Module):
+    """§3.1: a stack of N identical decoder layers."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, memory, src_mask, tgt_mask)  # (B, T, D) -> (B, T, D)
+        return x
+
+
+# -----------------------------------------------------------------------------
+# Stage 10 · The full encoder-decoder, with shared embeddings · §3, §3.4
+# -----------------------------------------------------------------------------
+
+
+class Transformer(nn.Module):
+    """Figure 1: embed and encode the source; embed the target and decode it against the encoder
+    output; project to the vocabulary. `model(src, tgt)` returns logits (B, T, V_tgt)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.tgt_embed = TokenEmbedding(config.tgt_vocab_size, config.d_model)
+        shared_vocab = config.src_vocab_size == config.tgt_vocab_size
+        self.src_embed = self.tgt_embed if shared_vocab else TokenEmbedding(config.src_vocab_size, config.d_model)
+        self.pos_encoding = PositionalEncoding(config.d_model, config.max_len)
+        self.embed_dropout = nn.Dropout(config.dropout)  # §5.4: dropout on embeddings + encodings
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        # the "pre-softmax linear transformation" of §3.4: no bias, weight shared with the embedding
+        self.generator = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
+        self._init_weights()
+        self.generator.weight = self.tgt_embed.weight  # one Parameter, not a copy: (V_tgt, D)
+
+    def _init_weights(self) -> None:
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for embed in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(embed.weight, std=self.config.d_model**-0.5)
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        x = self.embed_dropout(self.pos_encoding(self.src_embed(src)))  # (B, S) -> (B, S, D)
+        return self.encoder(x, src_mask)  # (B, S, D)
+
+    def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if tgt.size(0) != memory.size(0):
+            raise ValueError(
+                f"src and tgt must have the same batch size, got {memory.size(0)} source and {tgt.size(0)} target sequences"
+            )
+        y = self.embed_dropout(self.pos_encoding(self.tgt_embed(tgt)))  # (B, T) -> (B, T, D)
+        return self.decoder(y, memory, src_mask, tgt_mask)  # (B, T, D)
+
+    def forward(
+        self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
+        """src (B, S) and tgt (B, T) token ids -> logits (B, T, V_tgt). Masks default to padding
+        (and, for the target, subsequent positions); pass your own to override them."""
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if src.size(0) != tgt.size(0):
+            raise ValueError(
+                f"src and tgt must have the same batch size, got {src.size(0)} source and {tgt.size(0)} target sequences"
+            )
+        if src_mask is None:
+            src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
+        if tgt_mask is None:
+            tgt_mask = target_mask(tgt, self.config.pad_id)  # (B, 1, T, T)
+        memory = self.encode(src, src_mask)  # (B, S, D)
+        return self.generator(self.decode(tgt, memory, src_mask, tgt_mask))  # (B, T, D) -> (B, T, V_tgt)
+
+    def _check_tokens(self, name: str, tokens: Tensor, vocab_size: int) -> None:
+        """Fail early, naming what was expected, instead of deep inside an embedding lookup."""
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {tokens.dtype}")
+        if tokens.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (batch, length), got shape {tuple(tokens.shape)}")
+        if tokens.size(1) == 0:
+            raise ValueError(f"{name} must hold at least one token per sequence, got shape {tuple(tokens.shape)}")
+        if tokens.size(1) > self.config.max_len:
+            raise ValueError(f"{name} has length {tokens.size(1)}, longer than max_len={self.config.max_len}")
+        if tokens.numel():
+            low, high = tokens.min().item(), tokens.max().item()
+            if low < 0 or high >= vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
+
+
+# -----------------------------------------------------------------------------
+# Stage 11 · Training: label smoothing, Adam and the warm-up schedule · §5.3, §5.4, Eq. (3)
+# -----------------------------------------------------------------------------
+
+
+def label_smoothed_loss(logits: Tensor, target: Tensor, smoothing: float, pad_id: int) -> Tensor:
+    """§5.4: cross-entropy against a smoothed target distribution, averaged over non-padding tokens.
+
+    The true token gets 1 - eps; eps is spread evenly over every other token except padding,
+    which the model should never predict. With eps = 0 this is plain cross-entropy.
+    logits (B, T, V) and target (B, T) -> a scalar.
+    """
+    V = logits.size(-1)
+    log_probs = logits.log_softmax(dim=-1).flatten(0, -2)  # (B, T, V) -> (B*T, V)
+    target = target.flatten()  # (B, T) -> (B*T,)
+    q = torch.full_like(log_probs, smoothing / (V - 2))  # (B*T, V): eps over V minus (true, padding)
+    q[:, pad_id] = 0.0
+    q.scatter_(1, target[:, None], 1.0 - smoothing)  # (B*T, V)
+    loss = -(q * log_probs).sum(dim=-1)  # (B*T,)
+    keep = target != pad_id  # (B*T,)
+    return loss[keep].sum() / keep.sum().clamp(min=1)
+
+
+def learning_rate(step: int, d_model: int, warmup_steps: int) -> float:
+    """Eq. (3): lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), for step >= 1.
+    It rises linearly for warmup_steps, then decays with the inverse square root of the step."""
+    return d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+
+def make_optimizer(
+    model: nn.Module, config: TransformerConfig
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+    """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3).
+    Call scheduler.step() after every optimiser step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    # LambdaLR multiplies lr=1.0 by the lambda; it counts from 0, the paper's steps from 1
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: learning_rate(i + 1, config.d_model, config.warmup_steps)
+    )
+    return optimizer, scheduler
+
+
+# The toy tasks: the model sees a sequence of symbols and must write it back, reversed or not.
+PAD, BOS, EOS = 0, 1, 2
+FIRST_SYMBOL = 3  # symbols are FIRST_SYMBOL, FIRST_SYMBOL + 1, ...
+TASKS = ("reverse", "copy")
+
+
+def make_examples(
+    task: str, n: int, n_symbols: int, min_len: int, max_len: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """n random sequences of min_len..max_len symbols, and what the model must answer.
+    src (n, max_len + 1) = symbols, EOS, padding; tgt (n, max_len + 2) = BOS, answer, EOS, padding."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)  # (n,)
+    symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, max_len), generator=generator)  # (n, max_len)
+    positions = torch.arange(max_len)  # (max_len,)
+    real = positions < lengths[:, None]  # (n, max_len): True on real symbols, False on padding
+    symbols = symbols.masked_fill(~real, PAD)  # (n, max_len)
+    if task == "reverse":
+        # position j of the answer takes symbol (length - 1 - j) of the source
+        index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, max_len)
+        answer = symbols.gather(1, index).masked_fill(~real, PAD)  # (n, max_len)
+    else:
+        answer = symbols
+    rows = torch.arange(n)  # (n,)
+    src = torch.full((n, max_len + 1), PAD)  # (n, S)
+    src[:, :max_len] = symbols
+    src[rows, lengths] = EOS  # the source ends with EOS too: a fixed point to count back from
+    tgt = torch.full((n, max_len + 2), PAD)  # (n, T)
+    tgt[:, 0] = BOS
+    tgt[:, 1 : max_len + 1] = answer
+    tgt[rows, lengths + 1] = EOS
+    return src, tgt
+
+
+def train_step(model: Transformer, src: Tensor, tgt: Tensor, optimizer, scheduler) -> float:
+    """One step of teacher forcing: the decoder reads tgt shifted right and predicts tgt."""
+    model.train()
+    decoder_input, labels = tgt[:, :-1], tgt[:, 1:]  # (B, T) each: BOS..last, first..EOS
+    logits = model(src, decoder_input)  # (B, T, V)
+    loss = label_smoothed_loss(logits, labels, model.config.label_smoothing, model.config.pad_id)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+# -----------------------------------------------------------------------------
+# Demo of this stage (not part of transformer.py)
+# -----------------------------------------------------------------------------
+
+
+def demo() -> None:
+    torch.manual_seed(0)
+    console = Console()
+
+    # 1. Label smoothing: the target distribution is softmax(logits) - d loss / d logits.
+    V, pad, true_token, eps = 6, 0, 3, 0.1
+    logits = torch.randn(1, 1, V, requires_grad=True)
+    label_smoothed_loss(logits, torch.tensor([[true_token]]), eps, pad).backward()
+    target = (logits.softmax(-1) - logits.grad)[0, 0]  # (V,)
+    print(f"label smoothing: V={V}, true token {true_token}, pad {pad}, eps={eps}")
+    table = Table(title="Stage 11: the target distribution of label_smoothed_loss")
+    for token in range(V):
+        table.add_column(f"t{token}", justify="right")
+    table.add_column("sum", justify="right")
+    table.add_row(*(f"{q:.4f}" for q in target.tolist()), f"{target.sum().item():.4f}")
+    console.print(table)
+    logits = torch.randn(4, 7, V)
+    labels = torch.randint(0, V, (4, 7))  # some of them are padding (0)
+    plain = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=pad)
+    print(
+        f"eps = 0: max |ours - F.cross_entropy(ignore_index=pad)| = {(label_smoothed_loss(logits, labels, 0.0, pad) - plain).abs().item():.1e}"
+    )
+
+    # 2. The schedule of Eq. (3) for the base model, and Adam's settings.
+    table = Table(title="learning rate, Eq. (3), d_model=512, warmup_steps=4000")
+    table.add_column("step", justify="right")
+    table.add_column("lrate", justify="right")
+    for step in (1, 1000, 4000, 16000, 100000):
+        table.add_row(str(step), f"{learning_rate(step, 512, 4000):.3e}")
+    console.print(table)
+
+    # 3. A few seconds of training on the reverse task.
+    n_symbols, min_len, max_len = 10, 4, 8
+    vocab = FIRST_SYMBOL + n_symbols
+    config = TransformerConfig(
+        vocab, vocab, d_model=64, n_heads=4, n_layers=2, d_ff=128, dropout=0.0, max_len=max_len + 2, warmup_steps=150
+    )
+    torch.manual_seed(0)
+    model = Transformer(config)
+    optimizer, scheduler = make_optimizer(model, config)
+    group = optimizer.param_groups[0]
+    print(f"Adam: betas {group['betas']}, eps {group['eps']:.0e}")
+    generator = torch.Generator().manual_seed(0)
+    steps, every = 100, 20
+    losses = {}
+    # One thread: for a model this small, handing work between threads costs more than it saves.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("train", total=steps)
+            for step in range(1, steps + 1):
+                src, tgt = make_examples("reverse", 32, n_symbols, min_len, max_len, generator)
+                losses[step] = train_step(model, src, tgt, optimizer, scheduler)
+                bar.update(task, completed=step)
+    finally:
+        torch.set_num_threads(threads)
+    table = Table(title=f"training on the reverse task, {steps} steps of 32 sequences")
+    table.add_column("steps", justify="right")
+    table.add_column("mean loss", justify="right")
+    table.add_column("lr at the last", justify="right")
+    for first in range(1, steps + 1, every):
+        last = first + every - 1
+        mean = sum(losses[s] for s in range(first, last + 1)) / every
+        table.add_row(
+            f"{first}-{last}", f"{mean:.3f}", f"{learning_rate(last, config.d_model, config.warmup_steps):.2e}"
+        )
+    console.print(table)
+    print(f"loss at step 1: {losses[1]:.3f}, at step {steps}: {losses[steps]:.3f}")
+    print("With eps_ls = 0.1 the loss cannot reach 0; stage 12 decodes with a model trained for longer.")
+
+
+if __name__ == "__main__":
+    demo()

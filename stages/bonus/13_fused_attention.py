@@ -1,0 +1,875 @@
+"""Bonus stage 13: Fused attention (beyond the paper; Eq. (1) in one call).
+
+transformer.py with one change: `MultiHeadAttention.forward` computes Eq. (1) with PyTorch's fused
+`F.scaled_dot_product_attention` instead of the hand-written `scaled_dot_product_attention`. It reads
+our masks as they are (True = may attend), and for a query whose keys are all masked it returns zeros,
+as the hand-written path does (checked in torch 2.13, and by tests/test_bonus.py). The fused call hands
+back no attention weights, so a layer with `keep_weights = True` (for plots) takes the hand-written
+path; that also makes both paths one flag apart on the same weights. The demo checks that the two
+agree, in float64 and float32, with padding and causal masks, and times them.
+
+This file is transformer.py with that change, then a demo of its own.
+`make diff FROM=12 TO=13` (or `diff transformer.py stages/bonus/13_fused_attention.py`) shows it.
+
+Shape legend, used by every shape comment below:
+    B      batch size
+    S      source length                T      target length
+    L      either length, where a piece serves the encoder and the decoder alike
+    D      d_model, the width of every residual stream
+    H      number of heads (the paper's h)
+    d_k    width of one head, D / H (the paper's d_k = d_v)
+    F      d_ff, the inner width of the feed-forward network
+    V      vocabulary size
+    T_q    query length inside attention; T_k key (and value) length
+
+Masks: a boolean mask says where attention MAY look. True = may attend, False = ignore,
+the way `torch.nn.functional.scaled_dot_product_attention` reads it (`nn.MultiheadAttention`
+reads its boolean masks the other way round). Masks broadcast against the scores (B, H, T_q, T_k).
+
+Every deviation from the paper:
+1. The linear maps of attention and of the feed-forward network carry biases; the paper's
+   equations show only weights. PyTorch's `nn.Transformer` has them too, which lets the tests
+   prove that the two models compute the same function.
+2. Initialisation, which the paper leaves open: Xavier-uniform for every matrix, and
+   N(0, 1/d_model) for the shared embedding, so that after the multiplication by sqrt(d_model)
+   of §3.4 a token vector has the same scale as its positional encoding.
+3. A query whose keys are all masked (an all-padding source) attends to nothing and gets a zero
+   vector, as `F.scaled_dot_product_attention` returns, instead of 0/0 = NaN.
+4. The source embedding is shared with the target embedding only when the two vocabularies
+   have the same size (the paper's shared BPE vocabulary); the target embedding and the
+   pre-softmax projection always share one matrix.
+5. Decoding is greedy. The paper uses beam search (beam 4, length penalty 0.6) over the
+   average of the last checkpoints (§6.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import Tensor, nn
+
+
+@dataclass
+class TransformerConfig:
+    """Hyper-parameters, named as in the paper (Table 3). The defaults are the base model."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 512  # D, width of every sub-layer output and embedding
+    n_heads: int = 8  # h, parallel attention heads
+    n_layers: int = 6  # N, identical layers in the encoder and again in the decoder
+    d_ff: int = 2048  # inner width of the feed-forward network
+    dropout: float = 0.1  # P_drop
+    max_len: int = 512  # longest sequence the positional encoding covers
+    pad_id: int = 0  # the padding token, in both vocabularies
+    label_smoothing: float = 0.1  # epsilon_ls
+    warmup_steps: int = 4000  # of the learning-rate schedule, Eq. (3)
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model must be divisible by n_heads so each head gets d_k = d_model / n_heads, "
+                f"got d_model={self.d_model} and n_heads={self.n_heads}"
+            )
+        if self.d_model % 2:
+            raise ValueError(f"d_model must be even (the positional encoding pairs sin and cos), got {self.d_model}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size):
+            raise ValueError(
+                f"pad_id must be a token of both vocabularies, in [0, {min(self.src_vocab_size, self.tgt_vocab_size)}), "
+                f"got {self.pad_id}"
+            )
+        if self.warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be a positive integer, got {self.warmup_steps!r}")
+
+    @property
+    def d_k(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def paper_base(cls, src_vocab_size: int, tgt_vocab_size: int, **overrides) -> TransformerConfig:
+        """Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1, eps_ls=0.1."""
+        return cls(src_vocab_size, tgt_vocab_size, **overrides)
+
+    @classmethod
+    def paper_big(cls, src_vocab_size: int, tgt_vocab_size: int, **overrides) -> TransformerConfig:
+        """Table 3, "big": N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3, eps_ls=0.1."""
+        settings = dict(d_model=1024, n_heads=16, d_ff=4096, dropout=0.3) | overrides
+        return cls(src_vocab_size, tgt_vocab_size, **settings)
+
+
+# -----------------------------------------------------------------------------
+# Stage 1 · Embeddings · §3.4
+# -----------------------------------------------------------------------------
+
+
+class TokenEmbedding(nn.Module):
+    """§3.4: a learned vector per token, multiplied by sqrt(d_model)."""
+
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.scale = math.sqrt(d_model)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight  # (V, D)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.embedding(tokens) * self.scale  # (B, L) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 2 · Positional encoding · §3.5
+# -----------------------------------------------------------------------------
+
+
+class PositionalEncoding(nn.Module):
+    """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+
+    Fixed, not learned, so it is a buffer: it moves with the model between devices and dtypes
+    but the optimiser never sees it.
+    """
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        # float64 for the table, so that positions in the hundreds keep their precision
+        pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
+        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (D/2,)
+        angle = pos / 10000 ** (two_i / d_model)  # (max_len, 1) / (D/2,) -> (max_len, D/2)
+        pe = torch.zeros(max_len, d_model, dtype=torch.float64)  # (max_len, D)
+        pe[:, 0::2] = torch.sin(angle)  # even dimensions
+        pe[:, 1::2] = torch.cos(angle)  # odd dimensions
+        self.register_buffer("pe", pe.float(), persistent=False)  # (max_len, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.pe[: x.size(1)]  # (B, L, D) + (L, D) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 3 · Scaled dot-product attention · §3.2.1, Eq. (1)
+# -----------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(
+    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Eq. (1): Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
+
+    query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v); mask: boolean, True = may
+    attend, broadcastable to (..., T_q, T_k). Returns the output (..., T_q, d_v) and the
+    attention weights (..., T_q, T_k).
+    """
+    d_k = query.size(-1)
+    # Without the 1/sqrt(d_k) the dot products grow with d_k and push the softmax into
+    # regions with vanishing gradients (the paper's footnote 4).
+    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, d_k) x (..., d_k, T_k) -> (..., T_q, T_k)
+    if mask is not None:
+        check_mask(mask, scores.shape)
+        # The most negative finite number rather than -inf: exp() of it is exactly 0 in any
+        # float dtype, and a row with every key masked stays finite instead of 0/0 = NaN.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # (..., T_q, T_k)
+    weights = scores.softmax(dim=-1)  # (..., T_q, T_k), each row sums to 1 over the keys
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # a fully masked row attends to nothing
+    return weights @ value, weights  # (..., T_q, T_k) x (..., T_k, d_v) -> (..., T_q, d_v)
+
+
+def check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
+    """A mask must be boolean and broadcast to the scores without growing them."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"attention mask must be a torch.bool tensor (True = may attend), got {got}")
+    try:
+        broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != scores_shape:
+        raise ValueError(
+            f"attention mask of shape {tuple(mask.shape)} cannot broadcast to the attention scores "
+            f"of shape {tuple(scores_shape)} (batch, heads, queries, keys)"
+        )
+
+
+# -----------------------------------------------------------------------------
+# Stage 4 · Multi-head attention · §3.2.2
+# -----------------------------------------------------------------------------
+
+
+class MultiHeadAttention(nn.Module):
+    """§3.2.2: MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+    where head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    The h projections to d_k dimensions are stored side by side as one D x D matrix each,
+    so one matmul computes all heads, and a reshape splits them apart.
+    """
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads
+        self.w_q = nn.Linear(d_model, d_model)  # W^Q for all heads
+        self.w_k = nn.Linear(d_model, d_model)  # W^K for all heads
+        self.w_v = nn.Linear(d_model, d_model)  # W^V for all heads
+        self.w_o = nn.Linear(d_model, d_model)  # W^O
+        self.keep_weights = False  # set True to keep the last attention weights (for plots)
+        self.last_weights: Tensor | None = None
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        q = self.split_heads(self.w_q(query))  # (B, T_q, D) -> (B, H, T_q, d_k)
+        k = self.split_heads(self.w_k(key))  # (B, T_k, D) -> (B, H, T_k, d_k)
+        v = self.split_heads(self.w_v(value))  # (B, T_k, D) -> (B, H, T_k, d_k)
+        if self.keep_weights:  # only the hand-written path has weights to keep
+            out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T_q, d_k), (B, H, T_q, T_k)
+            self.last_weights = weights.detach()
+        else:
+            if mask is not None:
+                check_mask(mask, torch.Size((*q.shape[:-1], k.size(-2))))  # against the scores (B, H, T_q, T_k)
+            # Eq. (1) in one fused call: it scales by 1/sqrt(d_k), reads a boolean mask as True = may
+            # attend, and gives a query with every key masked a zero vector, as the hand-written path does.
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T_q, d_k)
+        return self.w_o(self.merge_heads(out))  # (B, H, T_q, d_k) -> (B, T_q, D)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        x = x.view(B, L, self.n_heads, self.d_k)  # (B, L, D) -> (B, L, H, d_k)
+        return x.transpose(1, 2)  # (B, L, H, d_k) -> (B, H, L, d_k): heads become a batch dim
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        B, _, L, _ = x.shape
+        x = x.transpose(1, 2)  # (B, H, L, d_k) -> (B, L, H, d_k)
+        # reshape, not view: after the transpose the memory is no longer contiguous
+        return x.reshape(B, L, self.n_heads * self.d_k)  # (B, L, H, d_k) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 5 · Position-wise feed-forward network · §3.3, Eq. (2)
+# -----------------------------------------------------------------------------
+
+
+class PositionwiseFeedForward(nn.Module):
+    """Eq. (2): FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position separately."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.w_2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_2(torch.relu(self.w_1(x)))  # (B, L, D) -> (B, L, F) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 6 · Residual connection, dropout and layer normalisation · §3.1, §5.4
+# -----------------------------------------------------------------------------
+
+
+class AddAndNorm(nn.Module):
+    """§3.1 and §5.4: LayerNorm(x + Dropout(Sublayer(x))), the "Add & Norm" boxes of Figure 1.
+
+    Post-LN, as in the paper: the norm comes after the residual sum. (Most later models, and
+    the Annotated Transformer, normalise before the sub-layer instead: pre-LN.)
+    """
+
+    def __init__(self, d_model: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, sublayer_out: Tensor) -> Tensor:
+        return self.norm(x + self.dropout(sublayer_out))  # (B, L, D) + (B, L, D) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 7 · Encoder · §3.1
+# -----------------------------------------------------------------------------
+
+
+class EncoderLayer(nn.Module):
+    """§3.1: multi-head self-attention, then the feed-forward network, each wrapped in Add & Norm."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_1 = AddAndNorm(config.d_model, config.dropout)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.add_norm_2 = AddAndNorm(config.d_model, config.dropout)
+
+    def forward(self, x: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        x = self.add_norm_1(x, self.self_attn(x, x, x, src_mask))  # (B, S, D)
+        return self.add_norm_2(x, self.feed_forward(x))  # (B, S, D)
+
+
+class Encoder(nn.Module):
+    """§3.1: a stack of N identical encoder layers."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layers))
+
+    def forward(self, x: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, src_mask)  # (B, S, D) -> (B, S, D)
+        return x
+
+
+# -----------------------------------------------------------------------------
+# Stage 8 · Masks: padding and subsequent positions · §3.2.3
+# -----------------------------------------------------------------------------
+
+
+def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
+    """No query may attend to a padding key. True = may attend."""
+    return (tokens != pad_id)[:, None, None, :]  # (B, L) -> (B, 1, 1, L): same for every head and query
+
+
+def subsequent_mask(size: int, device: torch.device | str | None = None) -> Tensor:
+    """§3.2.3: decoder position i may attend to positions <= i only, which keeps decoding
+    auto-regressive: a prediction never sees the token it has to predict."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, T, T)
+
+
+def target_mask(tgt: Tensor, pad_id: int) -> Tensor:
+    """The decoder's self-attention mask: no padding keys and no future positions."""
+    return padding_mask(tgt, pad_id) & subsequent_mask(
+        tgt.size(1), tgt.device
+    )  # (B, 1, 1, T) & (1, 1, T, T) -> (B, 1, T, T)
+
+
+# -----------------------------------------------------------------------------
+# Stage 9 · Decoder · §3.1
+# -----------------------------------------------------------------------------
+
+
+class DecoderLayer(nn.Module):
+    """§3.1: masked self-attention, then attention over the encoder output ("encoder-decoder
+    attention", §3.2.3), then the feed-forward network, each wrapped in Add & Norm."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_1 = AddAndNorm(config.d_model, config.dropout)
+        self.cross_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_2 = AddAndNorm(config.d_model, config.dropout)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.add_norm_3 = AddAndNorm(config.d_model, config.dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        x = self.add_norm_1(x, self.self_attn(x, x, x, tgt_mask))  # (B, T, D)
+        # queries from the decoder, keys and values from the encoder output ("memory")
+        x = self.add_norm_2(x, self.cross_attn(x, memory, memory, src_mask))  # (B, T, D) with (B, S, D) -> (B, T, D)
+        return self.add_norm_3(x, self.feed_forward(x))  # (B, T, D)
+
+
+class Decoder(nn.Module):
+    """§3.1: a stack of N identical decoder layers."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, memory, src_mask, tgt_mask)  # (B, T, D) -> (B, T, D)
+        return x
+
+
+# -----------------------------------------------------------------------------
+# Stage 10 · The full encoder-decoder, with shared embeddings · §3, §3.4
+# -----------------------------------------------------------------------------
+
+
+class Transformer(nn.Module):
+    """Figure 1: embed and encode the source; embed the target and decode it against the encoder
+    output; project to the vocabulary. `model(src, tgt)` returns logits (B, T, V_tgt)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.tgt_embed = TokenEmbedding(config.tgt_vocab_size, config.d_model)
+        shared_vocab = config.src_vocab_size == config.tgt_vocab_size
+        self.src_embed = self.tgt_embed if shared_vocab else TokenEmbedding(config.src_vocab_size, config.d_model)
+        self.pos_encoding = PositionalEncoding(config.d_model, config.max_len)
+        self.embed_dropout = nn.Dropout(config.dropout)  # §5.4: dropout on embeddings + encodings
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        # the "pre-softmax linear transformation" of §3.4: no bias, weight shared with the embedding
+        self.generator = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
+        self._init_weights()
+        self.generator.weight = self.tgt_embed.weight  # one Parameter, not a copy: (V_tgt, D)
+
+    def _init_weights(self) -> None:
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for embed in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(embed.weight, std=self.config.d_model**-0.5)
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        x = self.embed_dropout(self.pos_encoding(self.src_embed(src)))  # (B, S) -> (B, S, D)
+        return self.encoder(x, src_mask)  # (B, S, D)
+
+    def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if tgt.size(0) != memory.size(0):
+            raise ValueError(
+                f"src and tgt must have the same batch size, got {memory.size(0)} source and {tgt.size(0)} target sequences"
+            )
+        y = self.embed_dropout(self.pos_encoding(self.tgt_embed(tgt)))  # (B, T) -> (B, T, D)
+        return self.decoder(y, memory, src_mask, tgt_mask)  # (B, T, D)
+
+    def forward(
+        self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
+        """src (B, S) and tgt (B, T) token ids -> logits (B, T, V_tgt). Masks default to padding
+        (and, for the target, subsequent positions); pass your own to override them."""
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if src.size(0) != tgt.size(0):
+            raise ValueError(
+                f"src and tgt must have the same batch size, got {src.size(0)} source and {tgt.size(0)} target sequences"
+            )
+        if src_mask is None:
+            src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
+        if tgt_mask is None:
+            tgt_mask = target_mask(tgt, self.config.pad_id)  # (B, 1, T, T)
+        memory = self.encode(src, src_mask)  # (B, S, D)
+        return self.generator(self.decode(tgt, memory, src_mask, tgt_mask))  # (B, T, D) -> (B, T, V_tgt)
+
+    def _check_tokens(self, name: str, tokens: Tensor, vocab_size: int) -> None:
+        """Fail early, naming what was expected, instead of deep inside an embedding lookup."""
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {tokens.dtype}")
+        if tokens.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (batch, length), got shape {tuple(tokens.shape)}")
+        if tokens.size(1) == 0:
+            raise ValueError(f"{name} must hold at least one token per sequence, got shape {tuple(tokens.shape)}")
+        if tokens.size(1) > self.config.max_len:
+            raise ValueError(f"{name} has length {tokens.size(1)}, longer than max_len={self.config.max_len}")
+        if tokens.numel():
+            low, high = tokens.min().item(), tokens.max().item()
+            if low < 0 or high >= vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
+
+
+# -----------------------------------------------------------------------------
+# Stage 11 · Training: label smoothing, Adam and the warm-up schedule · §5.3, §5.4, Eq. (3)
+# -----------------------------------------------------------------------------
+
+
+def label_smoothed_loss(logits: Tensor, target: Tensor, smoothing: float, pad_id: int) -> Tensor:
+    """§5.4: cross-entropy against a smoothed target distribution, averaged over non-padding tokens.
+
+    The true token gets 1 - eps; eps is spread evenly over every other token except padding,
+    which the model should never predict. With eps = 0 this is plain cross-entropy.
+    logits (B, T, V) and target (B, T) -> a scalar.
+    """
+    V = logits.size(-1)
+    log_probs = logits.log_softmax(dim=-1).flatten(0, -2)  # (B, T, V) -> (B*T, V)
+    target = target.flatten()  # (B, T) -> (B*T,)
+    q = torch.full_like(log_probs, smoothing / (V - 2))  # (B*T, V): eps over V minus (true, padding)
+    q[:, pad_id] = 0.0
+    q.scatter_(1, target[:, None], 1.0 - smoothing)  # (B*T, V)
+    loss = -(q * log_probs).sum(dim=-1)  # (B*T,)
+    keep = target != pad_id  # (B*T,)
+    return loss[keep].sum() / keep.sum().clamp(min=1)
+
+
+def learning_rate(step: int, d_model: int, warmup_steps: int) -> float:
+    """Eq. (3): lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), for step >= 1.
+    It rises linearly for warmup_steps, then decays with the inverse square root of the step."""
+    return d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+
+def make_optimizer(
+    model: nn.Module, config: TransformerConfig
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+    """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3).
+    Call scheduler.step() after every optimiser step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    # LambdaLR multiplies lr=1.0 by the lambda; it counts from 0, the paper's steps from 1
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: learning_rate(i + 1, config.d_model, config.warmup_steps)
+    )
+    return optimizer, scheduler
+
+
+# The toy tasks: the model sees a sequence of symbols and must write it back, reversed or not.
+PAD, BOS, EOS = 0, 1, 2
+FIRST_SYMBOL = 3  # symbols are FIRST_SYMBOL, FIRST_SYMBOL + 1, ...
+TASKS = ("reverse", "copy")
+
+
+def make_examples(
+    task: str, n: int, n_symbols: int, min_len: int, max_len: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """n random source sequences of min_len..max_len symbols and their targets.
+    src (n, max_len) right-padded; tgt (n, max_len + 2) = BOS, answer, EOS, then padding."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)  # (n,)
+    symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, max_len), generator=generator)  # (n, S)
+    positions = torch.arange(max_len)  # (S,)
+    real = positions < lengths[:, None]  # (n, S): True on real symbols, False on padding
+    src = symbols.masked_fill(~real, PAD)  # (n, S)
+    if task == "reverse":
+        # position j of the answer takes symbol (length - 1 - j) of the source
+        index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, S)
+        answer = src.gather(1, index).masked_fill(~real, PAD)  # (n, S)
+    else:
+        answer = src
+    tgt = torch.full((n, max_len + 2), PAD)  # (n, T)
+    tgt[:, 0] = BOS
+    tgt[:, 1 : max_len + 1] = answer
+    tgt[torch.arange(n), lengths + 1] = EOS
+    return src, tgt
+
+
+def train_step(model: Transformer, src: Tensor, tgt: Tensor, optimizer, scheduler) -> float:
+    """One step of teacher forcing: the decoder reads tgt shifted right and predicts tgt."""
+    model.train()
+    decoder_input, labels = tgt[:, :-1], tgt[:, 1:]  # (B, T) each: BOS..last, first..EOS
+    logits = model(src, decoder_input)  # (B, T, V)
+    loss = label_smoothed_loss(logits, labels, model.config.label_smoothing, model.config.pad_id)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+# -----------------------------------------------------------------------------
+# Stage 12 · Greedy decoding, and the demo · §3
+# -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: Transformer,
+    src: Tensor,
+    max_len: int,
+    bos_id: int,
+    eos_id: int | None = None,
+    src_mask: Tensor | None = None,
+) -> Tensor:
+    """Write the output one token at a time, each time taking the most probable next token.
+
+    The encoder runs once; the decoder re-reads everything written so far at every step.
+    Returns token ids (B, <= max_len + 1) that start with bos_id. A sequence that has written
+    eos_id is padded with pad_id from then on; decoding stops early once all have.
+    """
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    if max_len + 1 > model.config.max_len:
+        raise ValueError(
+            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
+        )
+    was_training = model.training
+    model.eval()
+    pad_id = model.config.pad_id
+    if src_mask is None:
+        model._check_tokens("src", src, model.config.src_vocab_size)
+        src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
+    memory = model.encode(src, src_mask)  # (B, S, D)
+    ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+    finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)  # (B,)
+    for _ in range(max_len):
+        hidden = model.decode(ys, memory, src_mask, subsequent_mask(ys.size(1), src.device))  # (B, t, D)
+        next_token = model.generator(hidden[:, -1]).argmax(dim=-1)  # (B, D) -> (B, V) -> (B,)
+        if eos_id is not None:
+            next_token = next_token.masked_fill(finished, pad_id)  # (B,)
+            finished |= next_token == eos_id
+        ys = torch.cat([ys, next_token[:, None]], dim=1)  # (B, t) -> (B, t + 1)
+        if finished.all():
+            break
+    model.train(was_training)
+    return ys
+
+
+def exact_match(model: Transformer, src: Tensor, tgt: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+    """Greedy-decode every source; return the predictions (n, T) and which equal the target (n,)."""
+    predictions, correct = [], []
+    for i in range(0, src.size(0), batch_size):
+        s, t = src[i : i + batch_size], tgt[i : i + batch_size]  # (b, S), (b, T)
+        ys = greedy_decode(model, s, t.size(1) - 1, BOS, EOS)  # (b, <= T)
+        ys = F.pad(ys, (0, t.size(1) - ys.size(1)), value=PAD)  # (b, T)
+        predictions.append(ys)
+        correct.append((ys == t).all(dim=1))  # (b,)
+    return torch.cat(predictions), torch.cat(correct)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[name]:
+        raise ValueError(f"device {name!r} is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag costs one line on stderr (not the usage block) and exit status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(description="Train a small Transformer on a toy task and show it learn.")
+    parser.add_argument("--task", choices=TASKS, default="reverse", help="what the model learns (default: reverse)")
+    parser.add_argument("--steps", type=positive_int, default=800, help="training steps (default: 800)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per step (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
+    parser.add_argument("--examples", type=int, default=8, help="held-out examples to show (default: 8)")
+    return parser.parse_args(argv)
+
+
+# The demo's task: 10 symbols, sequences of 8 to 12 of them, 1000 held-out examples.
+N_SYMBOLS, MIN_LEN, MAX_LEN, N_TEST = 10, 8, 12, 1000
+
+
+def demo_config() -> TransformerConfig:
+    """A model small enough to learn the toy tasks in seconds on a CPU."""
+    vocab = FIRST_SYMBOL + N_SYMBOLS
+    return TransformerConfig(
+        vocab, vocab, d_model=64, n_heads=4, n_layers=2, d_ff=256, dropout=0.0, max_len=MAX_LEN + 2, warmup_steps=200
+    )
+
+
+def train_toy_model(
+    task: str = "reverse",
+    steps: int = 800,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> tuple[Transformer, Tensor, Tensor, float]:
+    """Train demo_config() on a toy task. Returns the model, the held-out sources and targets
+    (never seen in training) and the seconds spent training. on_step(step, loss, lr) follows along."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    test_src, test_tgt = make_examples(task, N_TEST, N_SYMBOLS, MIN_LEN, MAX_LEN, generator)
+    held_out = {tuple(row.tolist()) for row in test_src}
+    config = demo_config()
+    model = Transformer(config).to(device)
+    optimizer, scheduler = make_optimizer(model, config)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        src, tgt = make_examples(task, batch_size, N_SYMBOLS, MIN_LEN, MAX_LEN, generator)
+        fresh = torch.tensor([tuple(row.tolist()) not in held_out for row in src])  # (B,): never train on test
+        loss = train_step(model, src[fresh].to(device), tgt[fresh].to(device), optimizer, scheduler)
+        if on_step is not None:
+            on_step(step, loss, scheduler.get_last_lr()[0])
+    return model, test_src, test_tgt, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        device = pick_device(args.device)
+    except ValueError as error:
+        print(f"transformer.py: error: {error}", file=sys.stderr)
+        return 2
+    config = demo_config()
+    console.print(
+        f"[bold]{args.task}[/] task: sequences of {MIN_LEN}-{MAX_LEN} symbols from {N_SYMBOLS}; "
+        f"model d_model={config.d_model}, h={config.n_heads}, N={config.n_layers}, on {device}"
+    )
+    progress = Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        bar = progress.add_task("train", total=args.steps, loss=float("nan"), lr=0.0)
+        model, test_src, test_tgt, seconds = train_toy_model(
+            args.task,
+            args.steps,
+            args.batch_size,
+            args.seed,
+            device,
+            on_step=lambda step, loss, lr: progress.update(bar, completed=step, loss=loss, lr=lr),
+        )
+
+    predictions, correct = exact_match(model, test_src.to(device), test_tgt.to(device))
+    predictions, correct = predictions.cpu(), correct.cpu()
+
+    def show(tokens: Tensor) -> str:
+        return "".join(str(t - FIRST_SYMBOL) for t in tokens.tolist() if t >= FIRST_SYMBOL)
+
+    table = Table(title=f"held-out examples ({args.task})")
+    for column in ("source", "target", "prediction", ""):
+        table.add_column(column)
+    for i in range(min(args.examples, N_TEST)):
+        ok = bool(correct[i])
+        table.add_row(show(test_src[i]), show(test_tgt[i]), show(predictions[i]), "[green]✓[/]" if ok else "[red]✗[/]")
+    console.print(table)
+    hits = int(correct.sum())
+    console.print(f"exact match {100 * hits / N_TEST:.1f}% ({hits}/{N_TEST}) after {seconds:.1f} s of training")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# Demo of this stage (not part of transformer.py)
+# -----------------------------------------------------------------------------
+
+# How close the fused path must come to the hand-written one: float64 leaves only rounding, float32
+# accumulates in a different order inside the kernel.
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+LOGITS_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def use_hand_written(model: nn.Module, on: bool) -> None:
+    """keep_weights = True sends every attention layer of the model down the hand-written path."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.keep_weights = on
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def check_row(table: Table, what: str, dtype: torch.dtype, diff: float, allowed: float) -> bool:
+    ok = diff <= allowed
+    table.add_row(
+        what,
+        str(dtype).removeprefix("torch."),
+        f"{diff:.1e}",
+        f"{allowed:.0e}" if allowed else "exactly 0",
+        "[green]✓[/]" if ok else "[red]✗[/]",
+    )
+    return ok
+
+
+def demo(argv: list[str] | None = None) -> int:
+    OneLineParser(
+        description="Fused attention against the hand-written Eq. (1): same outputs, and how fast."
+    ).parse_args(argv)
+    console = Console()
+    torch.manual_seed(0)
+    all_ok = True
+
+    # 1. Attention alone: the same q, k, v through both paths, with our boolean masks as they are.
+    B, H, L, d_k = 3, 4, 9, 16
+    keep = torch.ones(B, L, dtype=torch.bool)  # (B, L): True on real tokens
+    keep[1, 6:] = False  # sequence 1 ends in padding
+    keep[2] = False  # sequence 2 is all padding: every query of it has nothing to attend to
+    masks = {
+        "padding mask": keep[:, None, None, :],  # (B, 1, 1, L)
+        "padding + causal mask": keep[:, None, None, :] & subsequent_mask(L),  # (B, 1, L, L)
+    }
+    table = Table(title="Stage 13: F.scaled_dot_product_attention vs the hand-written Eq. (1)")
+    for column in ("what", "dtype", "max |difference|", "allowed", ""):
+        table.add_column(column)
+    for dtype in (torch.float64, torch.float32):
+        q, k, v = (torch.randn(B, H, L, d_k, dtype=dtype) for _ in range(3))  # (B, H, L, d_k) each
+        for name, mask in masks.items():
+            hand, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, L, d_k)
+            fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d_k)
+            all_ok &= check_row(table, f"attention, {name}", dtype, (hand - fused).abs().max().item(), TOLERANCE[dtype])
+        fused = F.scaled_dot_product_attention(q, k, v, attn_mask=masks["padding mask"])
+        all_ok &= check_row(table, "all-padding sequence gives zeros", dtype, fused[2].abs().max().item(), 0.0)
+
+    # 2. The whole model, one flag apart: keep_weights = True takes the hand-written path.
+    config = TransformerConfig(13, 13, d_model=64, n_heads=4, n_layers=2, d_ff=256, dropout=0.0)
+    model = Transformer(config).eval()
+    src = torch.tensor([[3, 4, 5, 6, 7, 8, 9], [5, 6, 7, 0, 0, 0, 0]])  # (B, S), the second one padded
+    tgt = torch.tensor([[1, 9, 8, 7, 6, 5], [1, 7, 6, 5, 2, 0]])  # (B, T)
+    for dtype in (torch.float64, torch.float32):
+        model.to(dtype)
+        with torch.no_grad():
+            fused = model(src, tgt)  # (B, T, V)
+            use_hand_written(model, True)
+            hand = model(src, tgt)  # (B, T, V)
+            use_hand_written(model, False)
+        diff = (hand - fused).abs().max().item()
+        all_ok &= check_row(table, "whole model, logits", dtype, diff, LOGITS_TOLERANCE[dtype])
+    console.print(table)
+
+    # 3. How fast: attention alone at two lengths, and a small model's forward.
+    timing = Table(title="time per call, median of 5 (float32, CPU; see `make bench` for more)")
+    timing.add_column("what")
+    for column in ("hand-written", "fused", "speed-up"):
+        timing.add_column(column, justify="right")
+    with torch.no_grad():
+        for L in (128, 512):
+            q, k, v = (torch.randn(1, 8, L, 64) for _ in range(3))  # (1, H, L, d_k), the paper's h and d_k
+            causal = subsequent_mask(L)  # (1, 1, L, L)
+            hand = median_seconds(lambda: scaled_dot_product_attention(q, k, v, causal))  # noqa: B023
+            fused = median_seconds(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=causal))  # noqa: B023
+            timing.add_row(
+                f"attention, causal, L={L}", f"{hand * 1e3:.2f} ms", f"{fused * 1e3:.2f} ms", f"{hand / fused:.1f}x"
+            )
+        model = Transformer(
+            TransformerConfig(1000, 1000, d_model=256, n_heads=4, n_layers=2, d_ff=1024, dropout=0.0)
+        ).eval()
+        src, tgt = torch.randint(3, 1000, (2, 128)), torch.randint(3, 1000, (2, 128))  # (B, S), (B, T)
+        fused = median_seconds(lambda: model(src, tgt))
+        use_hand_written(model, True)
+        hand = median_seconds(lambda: model(src, tgt))
+        timing.add_row(
+            "model forward, D=256, 2 x 128 tokens",
+            f"{hand * 1e3:.1f} ms",
+            f"{fused * 1e3:.1f} ms",
+            f"{hand / fused:.2f}x",
+        )
+    console.print(timing)
+    console.print(
+        "[green]the fused path computes what the hand-written one does[/]"
+        if all_ok
+        else "[red]the two paths disagree[/]"
+    )
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(demo())
