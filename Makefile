@@ -50,6 +50,17 @@ clean: ## remove the virtual environment and everything the build wrote
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # --- pitfalls (debug_pitfalls/) ---------------------------------------------
+# NAME (declared at the top) picks one pitfall; without it, pitfall lists them and test-bugs runs them all.
+.PHONY: pitfall test-bugs pitfall-readme
+
+pitfall: setup ## show one deliberate bug as a coloured diff: make pitfall NAME=missing_scaling (no NAME: list)
+	@$(PY) -m debug_pitfalls diff $(NAME)
+
+test-bugs: setup ## run the property tests against every broken variant (or NAME=...) and show what catches each
+	@$(PY) -m debug_pitfalls test $(NAME)
+
+pitfall-readme: setup ## regenerate the README's pitfall section from debug_pitfalls/registry.py
+	@$(PY) -m debug_pitfalls readme
 
 # --- talk (talk/) ------------------------------------------------------------
 # The slides need Node.js (reveal-md, pinned in talk/package.json); slides-pdf also needs Chromium.
@@ -69,7 +80,7 @@ slides-pdf: slides-static ## print the slides to talk/dist/slides.pdf with headl
 
 .PHONY: figures present
 
-figures: setup ## draw the talk's figures into talk/figures/ from the real code (under a minute on a CPU)
+figures: setup ## draw the talk's figures into talk/figures/ (trains the demo model: a little longer than make demo)
 	@$(PY) talk/figures.py
 
 present: setup ## step through the stages in the terminal, diff then demo: make present N=5 starts at stage 5

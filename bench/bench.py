@@ -23,6 +23,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import functools
 import importlib.util
 import inspect
 import json
@@ -74,6 +75,9 @@ class Plan:
     decode_src_len: int
     demo_max_steps: int | None  # None: the demo's own default number of steps
     demo_eval_every: int
+    demo_eval_examples: int | None  # None: all of the demo's held-out examples
+    demo_batch_size: int | None  # None: the demo's own batch size
+    figure_dpi: int
 
 
 VOCAB = 1000  # small, so that the embeddings and output projection, ours on both sides, do not dominate
@@ -93,14 +97,22 @@ FULL = Plan(
     decode_src_len=32,
     demo_max_steps=None,
     demo_eval_every=100,
+    demo_eval_examples=None,
+    demo_batch_size=None,
+    figure_dpi=150,
 )
 QUICK = Plan(
     quick=True,
     warmup=1,
     repeats=1,
     model_sizes=(
-        ("demo", {}, 8, tf.MAX_LEN),
-        ("tiny", {"src_vocab_size": 50, "tgt_vocab_size": 50, "d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64}, 2, 8),
+        ("demo", {}, 4, tf.MAX_LEN),
+        (
+            "tiny",
+            {"src_vocab_size": 50, "tgt_vocab_size": 50, "d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64},
+            2,
+            8,
+        ),
     ),
     attention_lengths=(16, 32),
     attention_batch=1,
@@ -108,8 +120,11 @@ QUICK = Plan(
     decode_config=dict(src_vocab_size=50, tgt_vocab_size=50, d_model=32, n_heads=2, n_layers=1, d_ff=64),
     decode_batch=2,
     decode_src_len=6,
-    demo_max_steps=20,
-    demo_eval_every=10,
+    demo_max_steps=10,
+    demo_eval_every=5,
+    demo_eval_examples=20,
+    demo_batch_size=8,
+    figure_dpi=50,
 )
 
 
@@ -221,11 +236,9 @@ def measure_models(plan: Plan, device: torch.device, advance: Callable[[], None]
         with torch.no_grad():
             logits = {label: model(src, tgt[:, :-1]) for label, model in candidates.items()}
             real = (tgt[:, :-1] != config.pad_id)[..., None]  # padding rows of the logits are never used
-            diff = {
-                label: ((logits[label] - logits["ours"]) * real).abs().max().item() for label in ("fused", "torch")
-            }
+            diff = {label: ((logits[label] - logits["ours"]) * real).abs().max().item() for label in ("fused", "torch")}
             times = take_turns(
-                {label: (lambda m=model: m(src, tgt[:, :-1])) for label, model in candidates.items()},
+                {label: functools.partial(model, src, tgt[:, :-1]) for label, model in candidates.items()},
                 plan.warmup,
                 plan.repeats,
                 device,
@@ -240,7 +253,7 @@ def measure_models(plan: Plan, device: torch.device, advance: Callable[[], None]
         steps = {}
         for label, model in candidates.items():
             optimizer, scheduler = tf.make_optimizer(model, config)
-            steps[label] = lambda m=model, o=optimizer, s=scheduler: tf.train_step(m, src, tgt, o, s)
+            steps[label] = functools.partial(tf.train_step, model, src, tgt, optimizer, scheduler)
         times = take_turns(steps, plan.warmup + 1, plan.repeats, device)  # + 1: Adam allocates its state
         record = setting | {"mode": "train"}
         record |= summarise(times, {"ours/torch": ("ours", "torch"), "fused/torch": ("fused", "torch")})
@@ -269,8 +282,8 @@ def measure_attention(plan: Plan, device: torch.device, advance: Callable[[], No
                 fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
                 times = take_turns(
                     {
-                        "hand_written": lambda m=mask: tf.scaled_dot_product_attention(q, k, v, m),
-                        "fused": lambda m=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+                        "hand_written": functools.partial(tf.scaled_dot_product_attention, q, k, v, mask),
+                        "fused": functools.partial(F.scaled_dot_product_attention, q, k, v, attn_mask=mask),
                     },
                     plan.warmup,
                     plan.repeats,
@@ -292,7 +305,9 @@ def measure_decoding(plan: Plan, device: torch.device, advance: Callable[[], Non
     torch.manual_seed(0)
     model = tf.Transformer(config).to(device).eval()
     generator = torch.Generator().manual_seed(0)
-    src = torch.randint(tf.FIRST_SYMBOL, config.src_vocab_size, (plan.decode_batch, plan.decode_src_len), generator=generator)
+    src = torch.randint(
+        tf.FIRST_SYMBOL, config.src_vocab_size, (plan.decode_batch, plan.decode_src_len), generator=generator
+    )
     src[1:, plan.decode_src_len * 3 // 4 :] = tf.PAD  # padding in the source
     src = src.to(device)
     records = []
@@ -335,7 +350,7 @@ def measure_demo_training(plan: Plan, advance: Callable[[], None], target: float
     """
     defaults = inspect.signature(tf.train_toy_model).parameters
     steps = plan.demo_max_steps or defaults["steps"].default
-    batch_size = defaults["batch_size"].default
+    batch_size = plan.demo_batch_size or defaults["batch_size"].default
     every = plan.demo_eval_every
     snapshots: list[tuple[int, float, dict]] = []
     state = {"step": 0, "trained_s": 0.0, "model": None}
@@ -352,9 +367,12 @@ def measure_demo_training(plan: Plan, advance: Callable[[], None], target: float
 
     tf.train_step = timed_train_step
     try:
-        model, test_src, test_tgt, seconds = tf.train_toy_model(steps=steps, batch_size=batch_size, seed=0, device="cpu")
+        model, test_src, test_tgt, seconds = tf.train_toy_model(
+            steps=steps, batch_size=batch_size, seed=0, device="cpu"
+        )
     finally:
         tf.train_step = original
+    test_src, test_tgt = test_src[: plan.demo_eval_examples], test_tgt[: plan.demo_eval_examples]
     history = []
     reached = None
     for step, trained_s, weights in snapshots:
@@ -372,6 +390,7 @@ def measure_demo_training(plan: Plan, advance: Callable[[], None], target: float
         "steps_run": steps,
         "batch_size": batch_size,
         "eval_every": every,
+        "eval_examples": len(test_src),
         "run_seconds": seconds,  # train_toy_model's own clock, all steps_run steps
         "reached": reached is not None,
         "steps": reached["step"] if reached else None,
@@ -417,10 +436,22 @@ def goals(results: dict) -> list[dict]:
     train, infer = find("base", "train"), find("base", "inference")
     if train:
         ratio = train["ratio"]["ours/torch"]
-        out.append({"goal": "training step at base size <= 1.15x nn.Transformer", "measured": f"{ratio:.2f}x", "met": ratio <= 1.15})
+        out.append(
+            {
+                "goal": "training step at base size <= 1.15x nn.Transformer",
+                "measured": f"{ratio:.2f}x",
+                "met": ratio <= 1.15,
+            }
+        )
     if infer:
         ratio = infer["ratio"]["fused/torch"]
-        out.append({"goal": "fused stage at inference <= 1.00x nn.Transformer (base)", "measured": f"{ratio:.2f}x", "met": ratio <= 1.0})
+        out.append(
+            {
+                "goal": "fused stage at inference <= 1.00x nn.Transformer (base)",
+                "measured": f"{ratio:.2f}x",
+                "met": ratio <= 1.0,
+            }
+        )
     longest = max(results["decoding"], key=lambda r: r["output_len"])
     if longest["output_len"] >= 256:
         speedup = longest["ratio"]["plain/cached"]
@@ -443,18 +474,21 @@ def print_tables(results: dict, console: Console) -> None:
         f"[bold]{meta['cpu']}[/], {meta['threads']} threads, torch {meta['torch']}, {meta['device']}"
         f"{' (quick: tiny sizes, one repeat)' if meta['quick'] else ''}; median of {meta['repeats']}"
     )
-    table = Table(title="our Transformer vs torch.nn.Transformer, same weights (ratio < 1: faster than PyTorch)")
-    for column in ("size", "mode", "batch x src/tgt", "ours", "fused (13)", "nn.Transformer", "ours/torch", "fused/torch"):
-        table.add_column(column, justify="right" if column not in ("size", "mode") else "left")
+    table = Table(
+        title="ms per call: ours, the fused stage 13, and torch.nn.Transformer with the same weights (ratio < 1: faster)"
+    )
+    for column in ("size", "mode", "batch", "src/tgt", "ours", "fused", "torch", "ours/torch", "fused/torch"):
+        table.add_column(column, justify="left" if column in ("size", "mode") else "right")
     for r in results["models"]:
         m = r["median_s"]
         table.add_row(
             r["size"],
             r["mode"],
-            f"{r['batch']} x {r['src_len']}/{r['tgt_len']}",
-            *(f"{m[k] * 1e3:.1f} ms" for k in ("ours", "fused", "torch")),
-            f"{r['ratio']['ours/torch']:.2f}x",
-            f"{r['ratio']['fused/torch']:.2f}x",
+            str(r["batch"]),
+            f"{r['src_len']}/{r['tgt_len']}",
+            *(f"{m[k] * 1e3:.1f}" for k in ("ours", "fused", "torch")),
+            f"{r['ratio']['ours/torch']:.2f}",
+            f"{r['ratio']['fused/torch']:.2f}",
         )
     console.print(table)
 
@@ -499,15 +533,16 @@ def print_tables(results: dict, console: Console) -> None:
             f"(best {100 * d['best_exact_match']:.1f}%)"
         )
 
-    table = Table(title="goals (measured, not asserted)")
-    for column in ("goal", "measured", ""):
-        table.add_column(column)
-    for g in results["goals"]:
-        table.add_row(g["goal"], g["measured"], "[green]met[/]" if g["met"] else "[yellow]not met[/]")
-    console.print(table)
+    if results["goals"]:
+        table = Table(title="goals (measured, not asserted)")
+        for column in ("goal", "measured", ""):
+            table.add_column(column)
+        for g in results["goals"]:
+            table.add_row(g["goal"], g["measured"], "[green]met[/]" if g["met"] else "[yellow]not met[/]")
+        console.print(table)
 
 
-def draw_figure(results: dict, path: Path) -> None:
+def draw_figure(results: dict, path: Path, dpi: int) -> None:
     """Time against sequence length: attention alone, and greedy decoding with and without the cache."""
     import matplotlib
 
@@ -515,7 +550,10 @@ def draw_figure(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"hand_written": ("hand-written Eq. (1)", "tab:red"), "fused": ("F.scaled_dot_product_attention", "tab:blue")}
+    styles = {
+        "hand_written": ("hand-written Eq. (1)", "tab:red"),
+        "fused": ("F.scaled_dot_product_attention", "tab:blue"),
+    }
     for mask, line in (("padding", "-"), ("padding+causal", "--")):
         rows = [r for r in results["attention"] if r["mask"] == mask]
         for key, (label, colour) in styles.items():
@@ -528,18 +566,24 @@ def draw_figure(results: dict, path: Path) -> None:
                 label=f"{label}, {mask} mask",
             )
     left.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="ms per call", title="attention, h=8, d_k=64")
-    left.set_xticks([r["length"] for r in results["attention"]][::2], [str(r["length"]) for r in results["attention"]][::2])
+    left.set_xticks(
+        [r["length"] for r in results["attention"]][::2], [str(r["length"]) for r in results["attention"]][::2]
+    )
     left.legend(fontsize=8)
     rows = results["decoding"]
     for key, label, colour in (("plain", "greedy_decode", "tab:red"), ("cached", "with key/value cache", "tab:blue")):
-        right.plot([r["output_len"] for r in rows], [r["median_s"][key] for r in rows], marker="o", color=colour, label=label)
+        right.plot(
+            [r["output_len"] for r in rows], [r["median_s"][key] for r in rows], marker="o", color=colour, label=label
+        )
     right.set(xscale="log", yscale="log", xlabel="tokens written", ylabel="seconds", title="greedy decoding")
     right.set_xticks([r["output_len"] for r in rows], [str(r["output_len"]) for r in rows])
     right.legend(fontsize=8)
     meta = results["meta"]
-    fig.suptitle(f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']} (median of {meta['repeats']})", fontsize=9)
+    fig.suptitle(
+        f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']} (median of {meta['repeats']})", fontsize=9
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -550,7 +594,9 @@ def run(plan: Plan, out_dir: Path, device: torch.device, console: Console) -> di
     """Measure everything in plan, print the tables, write JSON and the figure to out_dir."""
     start = time.perf_counter()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    results: dict = {"meta": machine_info(device) | {"quick": plan.quick, "warmup": plan.warmup, "repeats": plan.repeats}}
+    results: dict = {
+        "meta": machine_info(device) | {"quick": plan.quick, "warmup": plan.warmup, "repeats": plan.repeats}
+    }
     results["meta"]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     total = 2 * len(plan.model_sizes) + len(plan.attention_lengths) + len(plan.decode_lengths) + 1
     progress = Progress(
@@ -576,7 +622,7 @@ def run(plan: Plan, out_dir: Path, device: torch.device, console: Console) -> di
     stem = "bench_quick" if plan.quick else "bench"
     json_path, figure_path = out_dir / f"{stem}.json", out_dir / f"{stem}_attention.png"
     json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    draw_figure(results, figure_path)
+    draw_figure(results, figure_path, plan.figure_dpi)
     written = [json_path, figure_path]
     if not plan.quick and TALK_FIGURE.parent.is_dir():
         shutil.copyfile(figure_path, TALK_FIGURE)
@@ -610,9 +656,13 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog=PROG, description="Benchmark our Transformer against torch.nn.Transformer, side by side.")
+    parser = OneLineParser(
+        prog=PROG, description="Benchmark our Transformer against torch.nn.Transformer, side by side."
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: a smoke test in seconds")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and the figure go (default: bench/results)")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where the JSON and the figure go (default: bench/results)"
+    )
     parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default: cpu)")
     return parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The README's pitfall section, generated from PITFALLS (`make pitfalls-readme` writes it)."""
+"""The README's pitfall section, generated from PITFALLS (`make pitfall-readme` writes it)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def render(pitfalls: tuple[Pitfall, ...] = PITFALLS) -> str:
     """The Markdown between the README's pitfall markers (without the markers)."""
     loud = sum(p.loud for p in pitfalls)
     lines = [
-        "<!-- generated from debug_pitfalls/registry.py by `make pitfalls-readme`; do not edit by hand -->",
+        "<!-- generated from debug_pitfalls/registry.py by `make pitfall-readme`; do not edit by hand -->",
         f"{len(pitfalls)} deliberately broken transformers, each `transformer.py` with one plausible bug "
         f"({len(pitfalls) - loud} silent, {loud} loud). Each variant is built from the current "
         "`transformer.py` by a few exact text substitutions, so it stays in step with the code.",

@@ -62,10 +62,7 @@ class Pitfall:
     def doc(self) -> str:
         """The pitfall as a docstring: bug, loud or silent, symptom, paper section, fix."""
         how = "Loud: it raises an exception." if self.loud else "Silent: it runs, with the right shapes."
-        return (
-            f"{self.title}. {self.bug}\n\n{how}\nSymptom: {self.symptom}\n"
-            f"Violates: {self.paper}\nFix: {self.fix}"
-        )
+        return f"{self.title}. {self.bug}\n\n{how}\nSymptom: {self.symptom}\nViolates: {self.paper}\nFix: {self.fix}"
 
 
 PITFALLS: tuple[Pitfall, ...] = (
@@ -299,4 +296,3 @@ PITFALLS: tuple[Pitfall, ...] = (
         ),
     ),
 )
-

@@ -50,6 +50,13 @@ def with_bos(tf, tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.full((tokens.size(0), 1), tf.BOS), tokens], dim=1)
 
 
+def expect(ok: bool, message: str) -> None:
+    """assert, but the failure shows only the message (no tensors dumped by pytest's introspection)."""
+    __tracebackhide__ = True
+    if not ok:
+        raise AssertionError(message)
+
+
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
@@ -102,12 +109,16 @@ def test_attention_weights_are_distributions(tf):
     _, weights = tf.scaled_dot_product_attention(q, k, v, mask)
     sums = weights.sum(dim=-1)  # (B, H, T_q)
     worst = (sums - 1).abs().argmax().item()
-    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-9), (
+    expect(
+        torch.allclose(sums, torch.ones_like(sums), atol=1e-9),
         f"a query's attention weights sum to {sums.flatten()[worst].item():.3f} over the keys, not 1: "
-        f"the softmax runs over the wrong axis (Eq. 1 normalises over the keys)"
+        f"the softmax runs over the wrong axis (Eq. 1 normalises over the keys)",
     )
     leaked = weights.masked_select(~mask).abs().max().item()
-    assert leaked == 0, f"masked keys got attention weight up to {leaked:.3g}: the mask is not applied as True = may attend"
+    expect(
+        leaked == 0,
+        f"masked keys got attention weight up to {leaked:.3g}: the mask is not applied as True = may attend",
+    )
 
 
 def test_fully_masked_query_attends_to_nothing(tf):
@@ -116,13 +127,17 @@ def test_fully_masked_query_attends_to_nothing(tf):
     mask = torch.ones(1, 1, 5, 6, dtype=torch.bool)
     mask[..., 2, :] = False  # query 2 may attend to nothing
     out, _ = tf.scaled_dot_product_attention(q, k, v, mask)
-    assert torch.isfinite(out).all(), (
+    expect(
+        torch.isfinite(out).all(),
         "a query whose keys are all masked got NaN: a softmax over a row of -inf is 0/0, "
-        "and one NaN spreads to the loss and to every weight"
+        "and one NaN spreads to the loss and to every weight",
     )
-    assert out[..., 2, :].abs().max().item() == 0, "a query whose keys are all masked should attend to nothing (zeros)"
+    expect(out[..., 2, :].abs().max().item() == 0, "a query whose keys are all masked should attend to nothing (zeros)")
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    assert max_diff(out, expected) < EXACT, "the queries that may attend changed when one other query was fully masked"
+    expect(
+        max_diff(out, expected) < EXACT,
+        f"with one query fully masked, the other queries differ from F.scaled_dot_product_attention by {max_diff(out, expected):.3g}",
+    )
 
 
 def test_attention_works_in_float16(tf):
@@ -138,7 +153,7 @@ def test_attention_works_in_float16(tf):
             pytrace=False,
         )
     error = max_diff(out.float(), expected)
-    assert error < 1e-2, f"masked attention in float16 differs from float32 by {error:.3g}"
+    expect(error < 1e-2, f"masked attention in float16 differs from float32 by {error:.3g}")
 
 
 # --- multi-head attention, §3.2.2 ------------------------------------------------------------
@@ -170,7 +185,10 @@ def test_multi_head_attention_matches_pytorch(tf, kind):
     out = ours(x, memory, memory, mask)
     expected, _ = theirs(x, memory, memory, need_weights=False, **torch_kwargs)
     error = max_diff(out, expected)
-    assert error < EXACT, f"MultiHeadAttention ({kind}) differs from nn.MultiheadAttention with the same weights by {error:.3g}"
+    expect(
+        error < EXACT,
+        f"MultiHeadAttention ({kind}) differs from nn.MultiheadAttention with the same weights by {error:.3g}",
+    )
 
 
 def test_each_query_position_is_independent(tf):
@@ -186,11 +204,12 @@ def test_each_query_position_is_independent(tf):
         changed[0, j] += torch.randn(32, generator=generator, dtype=torch.float64)
         after = mha(changed, memory, memory)
         moved = [i for i in range(6) if i != j and max_diff(after[0, i], before[0, i]) > EXACT]
-        assert not moved, (
+        expect(
+            not moved,
             f"changing only query {j} changed the attention output at position(s) {moved}: "
-            f"positions are mixed across heads (a missing transpose when splitting or merging the heads?)"
+            f"positions are mixed across heads (a missing transpose when splitting or merging the heads?)",
         )
-        assert max_diff(after[0, j], before[0, j]) > EXACT, f"changing query {j} did not change its own output"
+        expect(max_diff(after[0, j], before[0, j]) > EXACT, f"changing query {j} did not change its own output")
 
 
 # --- embeddings and positional encoding, §3.4 and §3.5 --------------------------------------
@@ -203,8 +222,9 @@ def test_embeddings_are_scaled_by_sqrt_d_model(tf):
     out = embed(tokens)
     expected = embed.weight[tokens] * math.sqrt(32)
     ratio = (out.norm() / embed.weight[tokens].norm()).item()
-    assert torch.allclose(out, expected, atol=1e-6), (
-        f"the embedding output is {ratio:.3g} times the embedding vectors, not sqrt(d_model) = {math.sqrt(32):.3g} (§3.4)"
+    expect(
+        torch.allclose(out, expected, atol=1e-6),
+        f"the embedding output is {ratio:.3g} times the embedding vectors, not sqrt(d_model) = {math.sqrt(32):.3g} (§3.4)",
     )
 
 
@@ -217,9 +237,10 @@ def test_positional_encoding_follows_the_paper(tf):
             angle = pos / 10000 ** (two_i / d_model)
             for dim, expected in ((two_i, math.sin(angle)), (two_i + 1, math.cos(angle))):
                 got = pe[pos, dim].item()
-                assert abs(got - expected) < 1e-6, (
+                expect(
+                    abs(got - expected) < 1e-6,
                     f"PE(pos={pos}, dimension {dim}) is {got:.6f}, but the formula of §3.5 gives "
-                    f"{'sin' if dim % 2 == 0 else 'cos'}({pos} / 10000^({two_i}/{d_model})) = {expected:.6f}"
+                    f"{'sin' if dim % 2 == 0 else 'cos'}({pos} / 10000^({two_i}/{d_model})) = {expected:.6f}",
                 )
 
 
@@ -239,13 +260,15 @@ def test_decoder_cannot_see_the_future(tf):
             after = model(src, changed)
             for i in range(j):
                 error = max_diff(after[:, i], before[:, i])
-                assert error < EXACT, (
+                expect(
+                    error < EXACT,
                     f"output at position {i} changed (by {error:.3g}) when only the token at position {j} "
-                    f"changed: the decoder can see the future"
+                    f"changed: the decoder can see the future",
                 )
-            assert max_diff(after[:, j], before[:, j]) > EXACT, (
+            expect(
+                max_diff(after[:, j], before[:, j]) > EXACT,
                 f"changing the token at position {j} did not change the output at position {j}: "
-                f"the decoder does not read its own input"
+                f"the decoder does not read its own input",
             )
 
 
@@ -260,9 +283,10 @@ def test_encoder_ignores_padding(tf):
         out_padded = model.encode(padded, tf.padding_mask(padded, tf.PAD))
     real = (src != tf.PAD)[..., None]  # (2, 5, 1)
     error = max_diff(out_padded[:, :5] * real, out * real)
-    assert error < EXACT, (
+    expect(
+        error < EXACT,
         f"appending 3 padding tokens to the source changed the encoder output at real positions by {error:.3g}: "
-        f"attention is reading padding (padding must be masked as keys)"
+        f"attention is reading padding (padding must be masked as keys)",
     )
 
 
@@ -277,9 +301,10 @@ def test_model_ignores_padding(tf):
         tgt_padded = torch.cat([tgt, torch.full((2, 2), tf.PAD)], dim=1)  # (2, 7)
         logits_padded = model(src_padded, tgt_padded)
     error = max_diff(logits_padded[:, :5], logits)
-    assert error < EXACT, (
+    expect(
+        error < EXACT,
         f"padding the source and the target changed the logits at real positions by {error:.3g}: "
-        f"the model is reading padding"
+        f"the model is reading padding",
     )
 
 
@@ -292,11 +317,12 @@ def test_empty_source_gives_finite_output(tf):
     with torch.no_grad():
         logits = model(src, tgt)
         alone = model(src[:1], tgt[:1])
-    assert torch.isfinite(logits).all(), (
+    expect(
+        torch.isfinite(logits).all(),
         "an all-padding source gave NaN logits: its queries have every key masked, and a softmax over a row "
-        "of -inf is 0/0; in training that NaN reaches every weight"
+        "of -inf is 0/0; in training that NaN reaches every weight",
     )
-    assert max_diff(logits[:1], alone) < EXACT, "a sequence's logits depend on the other sequences in its batch"
+    expect(max_diff(logits[:1], alone) < EXACT, "a sequence's logits depend on the other sequences in its batch")
 
 
 def test_eval_mode_is_deterministic(tf):
@@ -307,12 +333,13 @@ def test_eval_mode_is_deterministic(tf):
     torch.manual_seed(1)
     with torch.no_grad():
         model.train()
-        assert max_diff(model(src, tgt), model(src, tgt)) > 0, "in training mode dropout (§5.4) did nothing"
+        expect(max_diff(model(src, tgt), model(src, tgt)) > 0, "in training mode dropout (§5.4) did nothing")
         model.eval()
         first, second = model(src, tgt), model(src, tgt)
     error = max_diff(first, second)
-    assert error == 0, (
-        f"two identical forward passes in eval mode differ by {error:.3g}: dropout is still active after model.eval()"
+    expect(
+        error == 0,
+        f"two identical forward passes in eval mode differ by {error:.3g}: dropout is still active after model.eval()",
     )
 
 
@@ -325,11 +352,12 @@ def test_output_projection_shares_the_embedding(tf):
     src, tgt = tf.make_examples("copy", 8, V - tf.FIRST_SYMBOL, 3, 5, torch.Generator().manual_seed(0))
     embedding_before = model.tgt_embed.weight.detach().clone()
     tf.train_step(model, src, tgt, optimizer, scheduler)
-    assert max_diff(model.tgt_embed.weight, embedding_before) > 0, "a training step did not change the embedding"
+    expect(max_diff(model.tgt_embed.weight, embedding_before) > 0, "a training step did not change the embedding")
     error = max_diff(model.generator.weight, model.tgt_embed.weight)
-    assert error == 0, (
+    expect(
+        error == 0,
         f"after one training step the output projection and the target embedding differ by {error:.3g}: "
-        f"they are two copies, not one shared matrix (§3.4)"
+        f"they are two copies, not one shared matrix (§3.4)",
     )
 
 
@@ -350,9 +378,10 @@ def test_loss_matches_cross_entropy_without_smoothing(tf):
     logits, target = logits_and_targets(tf)
     loss = tf.label_smoothed_loss(logits, target, 0.0, tf.PAD)
     expected = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=tf.PAD)
-    assert abs(loss.item() - expected.item()) < EXACT, (
+    expect(
+        abs(loss.item() - expected.item()) < EXACT,
         f"with no smoothing the loss is {loss.item():.4f}, but F.cross_entropy(..., ignore_index=pad) "
-        f"gives {expected.item():.4f}"
+        f"gives {expected.item():.4f}",
     )
 
 
@@ -364,8 +393,9 @@ def test_loss_ignores_padding(tf):
     more_logits = torch.cat([logits, torch.randn(3, 4, V, generator=generator, dtype=torch.float64)], dim=1)
     more_target = torch.cat([target, torch.full((3, 4), tf.PAD)], dim=1)
     padded_loss = tf.label_smoothed_loss(more_logits, more_target, 0.1, tf.PAD)
-    assert abs(loss.item() - padded_loss.item()) < EXACT, (
-        f"appending padding changed the loss from {loss.item():.4f} to {padded_loss.item():.4f}: padding is counted"
+    expect(
+        abs(loss.item() - padded_loss.item()) < EXACT,
+        f"appending padding changed the loss from {loss.item():.4f} to {padded_loss.item():.4f}: padding is counted",
     )
 
 
@@ -394,8 +424,8 @@ def test_learns_to_copy(tf):
     loss, hits = sum(losses[-10:]) / 10, int(correct.sum())
     if hits < 32 and loss < 0.05:
         pytest.fail(
-            f"training loss fell to {loss:.4f}, yet greedy decoding copied only {hits} of 64 sequences: "
+            f"training loss fell to {loss:.2g}, yet greedy decoding copied only {hits} of 64 sequences: "
             f"in training the decoder read the very token it had to predict (is its input shifted right?)",
             pytrace=False,
         )
-    assert hits >= 32, f"after 200 steps the model copies only {hits} of 64 sequences (training loss {loss:.3f})"
+    expect(hits >= 32, f"after 200 steps the model copies only {hits} of 64 sequences (training loss {loss:.3f})")

@@ -526,25 +526,29 @@ TASKS = ("reverse", "copy")
 def make_examples(
     task: str, n: int, n_symbols: int, min_len: int, max_len: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """n random source sequences of min_len..max_len symbols and their targets.
-    src (n, max_len) right-padded; tgt (n, max_len + 2) = BOS, answer, EOS, then padding."""
+    """n random sequences of min_len..max_len symbols, and what the model must answer.
+    src (n, max_len + 1) = symbols, EOS, padding; tgt (n, max_len + 2) = BOS, answer, EOS, padding."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)  # (n,)
-    symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, max_len), generator=generator)  # (n, S)
-    positions = torch.arange(max_len)  # (S,)
-    real = positions < lengths[:, None]  # (n, S): True on real symbols, False on padding
-    src = symbols.masked_fill(~real, PAD)  # (n, S)
+    symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, max_len), generator=generator)  # (n, max_len)
+    positions = torch.arange(max_len)  # (max_len,)
+    real = positions < lengths[:, None]  # (n, max_len): True on real symbols, False on padding
+    symbols = symbols.masked_fill(~real, PAD)  # (n, max_len)
     if task == "reverse":
         # position j of the answer takes symbol (length - 1 - j) of the source
-        index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, S)
-        answer = src.gather(1, index).masked_fill(~real, PAD)  # (n, S)
+        index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, max_len)
+        answer = symbols.gather(1, index).masked_fill(~real, PAD)  # (n, max_len)
     else:
-        answer = src
+        answer = symbols
+    rows = torch.arange(n)  # (n,)
+    src = torch.full((n, max_len + 1), PAD)  # (n, S)
+    src[:, :max_len] = symbols
+    src[rows, lengths] = EOS  # the source ends with EOS too: a fixed point to count back from
     tgt = torch.full((n, max_len + 2), PAD)  # (n, T)
     tgt[:, 0] = BOS
     tgt[:, 1 : max_len + 1] = answer
-    tgt[torch.arange(n), lengths + 1] = EOS
+    tgt[rows, lengths + 1] = EOS
     return src, tgt
 
 

@@ -1,0 +1,404 @@
+"""The bonus stages: fused attention (13) and the key/value cache (14).
+
+Each bonus stage is transformer.py plus one change. The first tests keep them in step: a change to
+transformer.py that is not carried over to a bonus stage fails here, naming the function that drifted.
+The others check that each change computes what transformer.py computes: the fused kernel gives the
+hand-written attention's outputs and gradients, and the cached decoder writes greedy_decode's tokens.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import transformer as tf
+from stages.manifest import get_stage
+from tests.conftest import ROOT, load_module
+
+TOL64 = 1e-10  # float64: the same arithmetic up to summation order
+TOL32 = 1e-5  # float32 attention outputs; the fused kernel sums in another order
+TOL32_LOGITS = 1e-4  # float32 logits after a whole model of such sums
+DEMO_TITLE = "# Demo of this stage (not part of transformer.py)"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and far faster when other processes keep the cores busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fused_module():
+    return load_module(get_stage(13).path)
+
+
+def cache_module():
+    return load_module(get_stage(14).path)
+
+
+# -- keeping the bonus stages in step with transformer.py -------------------------------------------------
+
+
+def split_file(text: str) -> tuple[str, list[str]]:
+    """(module docstring, the library lines): what follows the docstring, without the demo block of
+    a stage or the `if __name__ == "__main__":` block of transformer.py."""
+    close = text.index('"""', 3)
+    cut = text.index("\n", close) + 1
+    docstring, rest = text[:cut], text[cut:]
+    lines = rest.splitlines()
+    if DEMO_TITLE in lines:
+        end = lines.index(DEMO_TITLE) - 1  # the dashed line above the title
+    else:
+        end = max(i for i, line in enumerate(lines) if line.startswith('if __name__ == "__main__":'))
+    lines = lines[:end]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return docstring, lines
+
+
+def unit_of_each_line(lines: list[str]) -> list[str]:
+    """Which top-level function or class (methods as Class.method) each line belongs to. Comments and
+    blank lines just above a definition belong to it; other module-level code is named by its line."""
+    owner: list[str | None] = [None] * len(lines)
+    for node in ast.parse("\n".join(lines)).body:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        name = getattr(node, "name", None) or f"module-level code `{lines[node.lineno - 1].strip()[:40]}`"
+        for i in range(start - 1, node.end_lineno):
+            owner[i] = name
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    first = min([item.lineno] + [d.lineno for d in item.decorator_list])
+                    for i in range(first - 1, item.end_lineno):
+                        owner[i] = f"{node.name}.{item.name}"
+        above = start - 2
+        while (
+            above >= 0 and owner[above] is None and (not lines[above].strip() or lines[above].lstrip().startswith("#"))
+        ):
+            owner[above] = name
+            above -= 1
+    return [name or "the end of the file" for name in owner]
+
+
+def drift(reference: str, bonus: str) -> tuple[dict[str, int], dict[str, int]]:
+    """The units the diff from transformer.py to the bonus file touches: {name: first line} on each side."""
+    (_, a), (_, b) = split_file(reference), split_file(bonus)
+    units_a, units_b = unit_of_each_line(a), unit_of_each_line(b)
+    touched_a: dict[str, int] = {}
+    touched_b: dict[str, int] = {}
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        for i in range(i1, i2):
+            touched_a.setdefault(units_a[i], i + 1)
+        for j in range(j1, j2):
+            touched_b.setdefault(units_b[j], j + 1)
+    return touched_a, touched_b
+
+
+# What each bonus stage may change in transformer.py's functions, and what it may add.
+DECLARED = {
+    13: {"changed": {"MultiHeadAttention.forward"}, "added": set()},
+    14: {"changed": set(), "added": {"KeyValueCache", "decode_step", "cached_greedy_decode"}},
+}
+
+
+def check_in_step(number: int, reference: str, bonus: str) -> list[str]:
+    """Plain-words problems; empty when the bonus stage is transformer.py plus its declared change."""
+    declared = DECLARED[number]
+    touched_ref, touched_bonus = drift(reference, bonus)
+    problems = []
+    for name, line in touched_ref.items():
+        if name not in declared["changed"]:
+            problems.append(
+                f"`{name}` (transformer.py, library line {line} after the docstring) differs in stage {number}: "
+                "carry transformer.py's change over to the bonus stage"
+            )
+    allowed = declared["changed"] | declared["added"]
+    for name, line in touched_bonus.items():
+        if name not in allowed and name.split(".")[0] not in declared["added"] and name not in touched_ref:
+            problems.append(f"stage {number} changes `{name}` (its library line {line}), which it does not declare")
+    for name in sorted(declared["changed"] | declared["added"]):
+        if name not in touched_bonus:
+            problems.append(f"stage {number} no longer contains its declared change to `{name}`")
+    return problems
+
+
+@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+def test_bonus_stage_is_transformer_py_plus_its_one_change(number):
+    reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
+    bonus = get_stage(number).path.read_text(encoding="utf-8")
+    problems = check_in_step(number, reference, bonus)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+def test_bonus_docstring_keeps_transformer_py_legend_masks_and_deviations(number):
+    reference_doc, _ = split_file((ROOT / "transformer.py").read_text(encoding="utf-8"))
+    bonus_doc, _ = split_file(get_stage(number).path.read_text(encoding="utf-8"))
+    shared = reference_doc[reference_doc.index("Shape legend") :]
+    assert bonus_doc.endswith(shared), (
+        f"stage {number}'s docstring must end with transformer.py's, from 'Shape legend' on (legend, masks, "
+        "deviations): copy it over"
+    )
+
+
+def test_in_step_check_names_the_function_that_drifted():
+    """The check above can fail: edit transformer.py's Encoder.forward but not the stage, and it says so."""
+    reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
+    bonus = get_stage(13).path.read_text(encoding="utf-8")
+    line = "            x = layer(x, src_mask)  # (B, S, D) -> (B, S, D)"
+    assert reference.count(line) == 1, "test setup: Encoder.forward's loop line changed; update this test"
+    edited = reference.replace(line, line.replace("x = layer(x, src_mask)", "x = layer(x, src_mask) * 1.0"))
+    problems = check_in_step(13, edited, bonus)
+    assert len(problems) == 1 and "`Encoder.forward`" in problems[0], problems
+    # and an undeclared change inside the stage itself
+    problems = check_in_step(13, reference, bonus.replace("def padding_mask(tokens", "def padding_mask(  tokens"))
+    assert len(problems) == 1 and "`padding_mask`" in problems[0], problems
+
+
+@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+def test_bonus_stage_is_listed_as_bonus_with_a_demo(number):
+    stage = get_stage(number)
+    assert stage.bonus and stage.path.parent.name == "bonus", f"stage {number} must be a bonus stage in stages/bonus/"
+    text = stage.path.read_text(encoding="utf-8")
+    assert DEMO_TITLE in text, f"stage {number} has no demo block titled {DEMO_TITLE!r}"
+
+
+@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+def test_bonus_demo_rejects_unknown_flags_with_one_line(number, capsys):
+    module = load_module(get_stage(number).path)
+    with pytest.raises(SystemExit) as exit_info:
+        module.demo(["--bogus"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, f"expected one line and status 2: {err!r}"
+
+
+# -- stage 13: fused attention ------------------------------------------------------------------------------
+
+
+def attention_inputs(dtype, B=3, H=2, T_q=5, T_k=7, d_k=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T_q, d_k, generator=generator, dtype=dtype)
+    k = torch.randn(B, H, T_k, d_k, generator=generator, dtype=dtype)
+    v = torch.randn(B, H, T_k, d_k, generator=generator, dtype=dtype)
+    keep = torch.ones(B, T_k, dtype=torch.bool)
+    keep[1, 4:] = False  # padding at the end
+    keep[2] = False  # an all-padding sequence: its queries have nothing to attend to
+    return q, k, v, keep
+
+
+def masks_for(keep, T_q, T_k):
+    padding = keep[:, None, None, :]  # (B, 1, 1, T_k)
+    causal = torch.ones(T_q, T_k, dtype=torch.bool).tril()[None, None]  # (1, 1, T_q, T_k)
+    return {"no mask": None, "padding": padding, "causal": causal, "padding+causal": padding & causal}
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, TOL64), (torch.float32, TOL32)], ids=["float64", "float32"])
+@pytest.mark.parametrize("mask_name", ["no mask", "padding", "causal", "padding+causal"])
+def test_fused_attention_equals_hand_written_with_gradients(dtype, tol, mask_name):
+    q, k, v, keep = attention_inputs(dtype)
+    mask = masks_for(keep, q.size(-2), k.size(-2))[mask_name]
+    fused_mha = fused_module().MultiHeadAttention(16, 2).to(dtype)  # d_model 16, 2 heads of d_k = 8
+    for x in (q, k, v):
+        x.requires_grad_(True)
+    hand, _ = tf.scaled_dot_product_attention(q, k, v, mask)
+    hand_grads = torch.autograd.grad((hand * hand).sum(), (q, k, v))
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    fused_grads = torch.autograd.grad((fused * fused).sum(), (q, k, v))
+    diff = (hand - fused).abs().max().item()
+    assert diff <= tol, (
+        f"fused attention differs from Eq. (1) by {diff:.1e} with {mask_name} ({dtype}), allowed {tol:.0e}"
+    )
+    for name, a, b in zip("qkv", hand_grads, fused_grads, strict=True):
+        diff = (a - b).abs().max().item()
+        assert diff <= 10 * tol, f"gradient with respect to {name} differs by {diff:.1e} with {mask_name} ({dtype})"
+    # and the stage's layer routes through the same kernel: same weights, one flag apart
+    x = torch.randn(3, 7, 16, dtype=dtype)
+    layer_mask = None if mask is None else masks_for(keep, 7, 7)[mask_name]
+    with torch.no_grad():
+        fused_out = fused_mha(x, x, x, layer_mask)
+        fused_mha.keep_weights = True
+        hand_out = fused_mha(x, x, x, layer_mask)
+    diff = (fused_out - hand_out).abs().max().item()
+    assert diff <= tol, f"the fused MultiHeadAttention differs from its hand-written path by {diff:.1e} ({mask_name})"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_fused_attention_gives_zeros_where_every_key_is_masked(dtype):
+    q, k, v, keep = attention_inputs(dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+    assert torch.isfinite(out).all(), "F.scaled_dot_product_attention gives NaN for an all-padding sequence"
+    assert torch.equal(out[2], torch.zeros_like(out[2])), (
+        "F.scaled_dot_product_attention no longer returns zeros for a query whose keys are all masked, "
+        "as the hand-written path does (deviation 3): stage 13 must handle such rows itself"
+    )
+
+
+SRC = torch.tensor([[3, 4, 5, 6, 7, 8], [9, 10, 3, 4, 0, 0], [5, 0, 0, 0, 0, 0]])  # (B, S), padded
+TGT = torch.tensor([[1, 5, 6, 7, 8], [1, 9, 2, 0, 0], [1, 4, 4, 2, 0]])  # (B, T)
+
+
+def twin_models(dtype):
+    """transformer.py's model and stage 13's, with the same weights."""
+    torch.manual_seed(0)
+    config = tf.TransformerConfig(11, 11, d_model=16, n_heads=4, n_layers=2, d_ff=32, dropout=0.0, max_len=32)
+    ours = tf.Transformer(config).to(dtype)
+    module = fused_module()
+    fused = module.Transformer(module.TransformerConfig(**asdict(config))).to(dtype)
+    fused.load_state_dict(ours.state_dict())
+    return ours, fused
+
+
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float64, TOL64), (torch.float32, TOL32_LOGITS)], ids=["float64", "float32"]
+)
+def test_fused_model_equals_transformer_py_logits_and_gradients(dtype, tol):
+    ours, fused = twin_models(dtype)
+    labels = torch.randint(3, 11, TGT.shape, generator=torch.Generator().manual_seed(1))
+    logits = {}
+    for name, model in (("transformer.py", ours), ("stage 13", fused)):
+        logits[name] = model(SRC, TGT)
+        tf.label_smoothed_loss(logits[name], labels, 0.1, pad_id=0).backward()
+    diff = (logits["transformer.py"] - logits["stage 13"]).abs().max().item()
+    assert diff <= tol, f"stage 13's logits differ from transformer.py's by {diff:.1e} ({dtype}), allowed {tol:.0e}"
+    for (name, p), q in zip(ours.named_parameters(), fused.parameters(), strict=True):
+        diff = (p.grad - q.grad).abs().max().item()
+        assert diff <= 10 * tol, f"gradient of {name} differs between transformer.py and stage 13 by {diff:.1e}"
+
+
+def test_fused_layer_still_keeps_weights_for_plots_and_checks_masks():
+    module = fused_module()
+    torch.manual_seed(0)
+    mha = module.MultiHeadAttention(16, 4)
+    x = torch.randn(2, 5, 16)
+    mha(x, x, x)
+    assert mha.last_weights is None, "the fused path has no weights to keep, but last_weights was set"
+    mha.keep_weights = True
+    mha(x, x, x)
+    assert mha.last_weights is not None and mha.last_weights.shape == (2, 4, 5, 5), "keep_weights=True lost the weights"
+    mha.keep_weights = False
+    with pytest.raises(TypeError, match="torch.bool"):
+        mha(x, x, x, torch.ones(2, 1, 1, 5))  # a float mask would be added to the scores, not read as True/False
+    with pytest.raises(ValueError, match="cannot broadcast"):
+        mha(x, x, x, torch.ones(2, 1, 1, 4, dtype=torch.bool))
+
+
+# -- stage 14: the key/value cache --------------------------------------------------------------------------
+
+
+def decoding_models(seed, dtype=torch.float32, vocab=20, max_len=40):
+    """transformer.py's model and stage 14's with the same weights. Untrained; its output projection is
+    untied from the embedding so that it does not keep repeating the last token, which would let a
+    cache that mixes up positions go unnoticed."""
+    torch.manual_seed(seed)
+    config = tf.TransformerConfig(
+        vocab, vocab, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, max_len=max_len
+    )
+    ours = tf.Transformer(config).to(dtype).eval()
+    ours.generator.weight = torch.nn.Parameter(torch.randn(vocab, 32, dtype=dtype))
+    module = cache_module()
+    cached = module.Transformer(module.TransformerConfig(**asdict(config))).to(dtype).eval()
+    cached.generator.weight = torch.nn.Parameter(torch.empty(vocab, 32, dtype=dtype))
+    cached.load_state_dict(ours.state_dict())
+    generator = torch.Generator().manual_seed(seed)
+    src = torch.randint(tf.FIRST_SYMBOL, vocab, (5, 9), generator=generator)  # (B, S)
+    src[1, 5:] = tf.PAD  # padding in the source
+    src[3, 2:] = tf.PAD
+    return ours, cached, module, src
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2], ids=lambda s: f"seed{s}")
+def test_cached_decoding_writes_greedy_decodes_tokens(seed):
+    ours, cached, module, src = decoding_models(seed)
+    plain = tf.greedy_decode(ours, src, 30, tf.BOS)
+    fast = module.cached_greedy_decode(cached, src, 30, tf.BOS)
+    assert len(set(plain[:, 1:].flatten().tolist())) > 3, "test setup: the model writes too few distinct tokens"
+    assert torch.equal(plain, fast), f"the cached decoder wrote other tokens:\n{plain}\nvs\n{fast}"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2], ids=lambda s: f"seed{s}")
+def test_cached_decoding_handles_the_end_token_like_greedy_decode(seed):
+    ours, cached, module, src = decoding_models(seed)
+    free = tf.greedy_decode(ours, src, 30, tf.BOS)
+    eos = int(free[0, 6])  # call the token sequence 0 writes at step 6 the end token
+    plain = tf.greedy_decode(ours, src, 30, tf.BOS, eos)
+    fast = module.cached_greedy_decode(cached, src, 30, tf.BOS, eos)
+    assert torch.equal(plain, fast), f"with end token {eos} the cached decoder wrote:\n{fast}\ninstead of\n{plain}"
+    assert (plain[0] == tf.PAD).any(), "test setup: sequence 0 should stop early and be padded"
+
+
+def test_cached_decoding_stops_early_when_every_sequence_has_ended():
+    ours, cached, module, src = decoding_models(0)
+    free = tf.greedy_decode(ours, src, 30, tf.BOS)
+    eos = int(free[0, 3])
+    ending = (free[:, 1:] == eos).any(dim=1)  # (B,): the sequences that write this token at some step
+    src = src[ending]
+    assert len(src) >= 2, "test setup: fewer than two sequences write the chosen end token"
+    plain = tf.greedy_decode(ours, src, 30, tf.BOS, eos)
+    fast = module.cached_greedy_decode(cached, src, 30, tf.BOS, eos)
+    assert plain.size(1) < 31, "test setup: greedy_decode did not stop early"
+    assert torch.equal(plain, fast), f"the cached decoder does not stop where greedy_decode stops:\n{fast}\nvs\n{plain}"
+
+
+def test_each_cached_step_gives_the_full_decoders_last_position_in_float64():
+    ours, cached, module, src = decoding_models(3, dtype=torch.float64)
+    tokens = tf.greedy_decode(ours, src, 12, tf.BOS)  # (B, 13)
+    src_mask = tf.padding_mask(src, 0)
+    with torch.no_grad():
+        memory = cached.encode(src, src_mask)
+        cache = module.KeyValueCache(cached, memory, 12)
+        for t in range(12):
+            step = module.decode_step(cached, tokens[:, t], cache, src_mask)  # (B, D)
+            full = ours.decode(tokens[:, : t + 1], memory, src_mask, tf.subsequent_mask(t + 1))[:, -1]  # (B, D)
+            diff = (step - full).abs().max().item()
+            assert diff <= TOL64, f"step {t}: the cached decoder's output differs from the full decoder's by {diff:.1e}"
+
+
+def test_cache_runs_the_encoder_once_and_the_decoder_on_one_token_per_step():
+    _, cached, module, src = decoding_models(0)
+    calls = {"encoder": 0, "memory keys": 0, "query lengths": []}
+    cached.encoder.register_forward_hook(lambda *_: calls.__setitem__("encoder", calls["encoder"] + 1))
+    for layer in cached.decoder.layers:
+        layer.cross_attn.w_k.register_forward_hook(
+            lambda *_: calls.__setitem__("memory keys", calls["memory keys"] + 1)
+        )
+        layer.self_attn.w_q.register_forward_hook(lambda _m, args, _out: calls["query lengths"].append(args[0].size(1)))
+    out = module.cached_greedy_decode(cached, src, 20, tf.BOS)
+    n_layers = len(cached.decoder.layers)
+    assert out.size(1) == 21, "test setup: expected 20 steps"
+    assert calls["encoder"] == 1, f"the encoder ran {calls['encoder']} times; it should run once"
+    assert calls["memory keys"] == n_layers, (
+        f"cross-attention keys were computed {calls['memory keys']} times; once per layer ({n_layers}) is enough"
+    )
+    assert calls["query lengths"] == [1] * (20 * n_layers), (
+        f"each step should feed the decoder one new token, got query lengths {sorted(set(calls['query lengths']))}"
+    )
+
+
+def test_cached_decoding_validates_like_greedy_decode_and_restores_training_mode():
+    _, cached, module, src = decoding_models(0, max_len=10)
+    with pytest.raises(ValueError, match="max_len must be a positive integer"):
+        module.cached_greedy_decode(cached, src, 0, tf.BOS)
+    with pytest.raises(ValueError, match="exceed the model's max_len=10"):
+        module.cached_greedy_decode(cached, src, 10, tf.BOS)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        module.cached_greedy_decode(cached, src + 100, 5, tf.BOS)
+    cached.train()
+    module.cached_greedy_decode(cached, src, 3, tf.BOS)
+    assert cached.training, "cached_greedy_decode left the model in eval mode"
+
+
+def test_cached_decoding_accepts_transformer_py_models():
+    """The benchmark hands transformer.py's own model to the stage's decoder."""
+    ours, _, module, src = decoding_models(1)
+    assert torch.equal(module.cached_greedy_decode(ours, src, 15, tf.BOS), tf.greedy_decode(ours, src, 15, tf.BOS)), (
+        "cached_greedy_decode on a transformer.py model writes other tokens than greedy_decode"
+    )
