@@ -189,11 +189,11 @@ def check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
         raise TypeError(f"attention mask must be a torch.bool tensor (True = may attend), got {got}")
-    try:
-        broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != scores_shape:
+    # broadcasting: aligned from the right, each mask size is 1 or the scores' size
+    fits = mask.dim() <= len(scores_shape) and all(
+        m in (1, s) for m, s in zip(reversed(mask.shape), reversed(scores_shape), strict=False)
+    )
+    if not fits:
         raise ValueError(
             f"attention mask of shape {tuple(mask.shape)} cannot broadcast to the attention scores "
             f"of shape {tuple(scores_shape)} (batch, heads, queries, keys)"

@@ -18,12 +18,17 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from stages.manifest import STAGES  # noqa: E402
+
+# The test models are tiny: one thread is as fast, gives the same numbers on every machine, and does not
+# crawl when another process holds the other core.
+torch.set_num_threads(1)
 
 
 @cache

@@ -87,6 +87,7 @@ def test_optimizer_is_adam_with_paper_settings_and_schedule(tf):
     assert isinstance(optimizer, torch.optim.Adam)
     group = optimizer.param_groups[0]
     assert group["betas"] == (0.9, 0.98) and group["eps"] == 1e-9, "§5.3: Adam with beta=(0.9, 0.98), eps=1e-9"
+    assert group["amsgrad"] is False, "plain Adam unless AMSGrad is asked for"
     for step in range(1, 4):
         assert group["lr"] == pytest.approx(tf.learning_rate(step, config.d_model, config.warmup_steps))
         optimizer.step()
