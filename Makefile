@@ -25,7 +25,7 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-demo: setup ## train a small Transformer on the reverse task and show it learn (about 20 s on a CPU)
+demo: setup ## train a small Transformer on the reverse task and show it learn (about 10 s on a CPU)
 	$(PY) transformer.py
 
 test: setup ## run the whole test suite

@@ -1049,37 +1049,20 @@ def generate(
 # -----------------------------------------------------------------------------
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but bad usage costs one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{PROG}: error: {message}\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog=PROG, description="Draw the talk's figures from the real code.")
+    parser = tf.OneLineParser(prog=PROG, description="Draw the talk's figures from the real code.")
     parser.add_argument(
         "--only", action="append", choices=NAMES, metavar="NAME", help=f"one figure (repeatable): {', '.join(NAMES)}"
     )
     parser.add_argument("--out", type=Path, default=FIGURES_DIR, help="output folder (default: talk/figures)")
     parser.add_argument(
         "--steps",
-        type=positive_int,
+        type=tf.positive_int,
         default=DEMO_STEPS,
         help=f"training steps of the demo model (as make demo: {DEMO_STEPS})",
     )
     parser.add_argument(
-        "--pitfall-steps", type=positive_int, default=PITFALL_STEPS, help=f"steps per pitfall run ({PITFALL_STEPS})"
+        "--pitfall-steps", type=tf.positive_int, default=PITFALL_STEPS, help=f"steps per pitfall run ({PITFALL_STEPS})"
     )
     parser.add_argument(
         "--workers",

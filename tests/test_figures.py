@@ -4,10 +4,8 @@ model trained for a few steps only: these tests check the drawing and the data, 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import struct
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -15,18 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, load_module
 
-
-def load_figures():
-    spec = importlib.util.spec_from_file_location("talk_figures", ROOT / "talk" / "figures.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["talk_figures"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-figures = load_figures()
+figures = load_module(ROOT / "talk" / "figures.py")
 tf = figures.tf  # the transformer module the figures draw from
 
 CHEAP = ("masks", "positional_encoding", "mha_shapes", "scaling", "lr_schedule")

@@ -4,7 +4,6 @@ stage number in one line with exit status 2."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import subprocess
 import sys
@@ -13,18 +12,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, load_module
 
-
-def load_present():
-    spec = importlib.util.spec_from_file_location("talk_present", ROOT / "talk" / "present.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["talk_present"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-present = load_present()
+present = load_module(ROOT / "talk" / "present.py")
 EXISTING = [s for s in present.manifest_slides() if s.path.exists()]
 
 

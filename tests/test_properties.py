@@ -21,15 +21,6 @@ EXACT = 1e-9  # float64: what "unchanged" means
 V = 11  # PAD, BOS, EOS and 8 symbols
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and on a busy machine two threads can be 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_config(tf, **overrides):
     settings = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, max_len=32, warmup_steps=10)
     return tf.TransformerConfig(V, V, **(settings | overrides))

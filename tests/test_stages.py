@@ -216,18 +216,13 @@ def test_the_diff_to_the_next_stage_removes_nothing_from_the_library(stage):
 def demo_output(number: int) -> str:
     """What stage `number`'s demo prints, run in-process as `python stages/NN_name.py` would."""
     out = io.StringIO()
-    threads = torch.get_num_threads()
     # a wide console, so that rich never wraps a table cell the checks below read
     with mock.patch.dict(os.environ, {"COLUMNS": "160"}), contextlib.redirect_stdout(out):
-        try:
-            if number == LAST:
-                module = load(get_stage(number).path, "stage_demo_last")
-                torch.set_num_threads(1)  # a tiny model: one thread is fastest, and much faster on a busy machine
-                assert module.main(["--steps", "30", "--examples", "1", "--device", "cpu"]) == 0
-            else:
-                runpy.run_path(str(get_stage(number).path), run_name="__main__")
-        finally:
-            torch.set_num_threads(threads)
+        if number == LAST:
+            module = load(get_stage(number).path, "stage_demo_last")
+            assert module.main(["--steps", "30", "--examples", "1", "--device", "cpu"]) == 0
+        else:
+            runpy.run_path(str(get_stage(number).path), run_name="__main__")
     return out.getvalue()
 
 
