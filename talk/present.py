@@ -17,7 +17,6 @@ once and no demo runs unless --run is given; the tests use this.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import subprocess
 import sys
@@ -35,6 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from stages.manifest import STAGES  # noqa: E402
+from tools.stages import unified_diff  # noqa: E402
 
 PROG = "talk/present.py"
 
@@ -104,25 +104,7 @@ def stage_diff(old: Path, new: Path, full: bool = False, context: int = 3) -> li
     """A unified diff of two stage files, as lines without newlines: of their code only (the module
     docstring and the demo block left out) unless full. Hunk headers give the files' own line numbers."""
     (a, a_offset), (b, b_offset) = code_lines(old, full), code_lines(new, full)
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    out = []
-    for group in matcher.get_grouped_opcodes(context):
-        if not out:
-            out += [f"--- {display_path(old)}", f"+++ {display_path(new)}"]
-        i1, i2, j1, j2 = group[0][1], group[-1][2], group[0][3], group[-1][4]
-        out.append(f"@@ -{hunk_range(a_offset + i1, i2 - i1)} +{hunk_range(b_offset + j1, j2 - j1)} @@")
-        for tag, a1, a2, b1, b2 in group:
-            if tag == "equal":
-                out += [" " + line for line in a[a1:a2]]
-            else:
-                out += ["-" + line for line in a[a1:a2]] + ["+" + line for line in b[b1:b2]]
-    return out
-
-
-def hunk_range(start: int, length: int) -> str:
-    """A unified diff's "first,length" for the lines from 0-based start; as diff writes it."""
-    first = start + 1 if length else start
-    return str(first) if length == 1 else f"{first},{length}"
+    return unified_diff(a, b, display_path(old), display_path(new), context, a_offset, b_offset)
 
 
 def render_stage(console: Console, slide: Slide, slides: Sequence[Slide], full: bool = False) -> None:

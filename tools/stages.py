@@ -230,15 +230,18 @@ def with_readme_block(readme: str, block: str) -> str:
 # --- diff --------------------------------------------------------------------
 
 
-def unified_diff(a: list[str], b: list[str], a_name: str, b_name: str, context: int = 3) -> list[str]:
-    """A unified diff (lines without newlines). autojunk off: blank lines must not derail the matching."""
+def unified_diff(
+    a: list[str], b: list[str], a_name: str, b_name: str, context: int = 3, a_offset: int = 0, b_offset: int = 0
+) -> list[str]:
+    """A unified diff (lines without newlines). autojunk off: blank lines must not derail the matching.
+    a_offset/b_offset: where a and b start in their files, so hunk headers give the files' line numbers."""
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     out = []
     for group in matcher.get_grouped_opcodes(context):
         if not out:
             out += [f"--- {a_name}", f"+++ {b_name}"]
         i1, i2, j1, j2 = group[0][1], group[-1][2], group[0][3], group[-1][4]
-        out.append(f"@@ -{_range(i1, i2)} +{_range(j1, j2)} @@")
+        out.append(f"@@ -{_range(a_offset + i1, a_offset + i2)} +{_range(b_offset + j1, b_offset + j2)} @@")
         for tag, a1, a2, b1, b2 in group:
             if tag == "equal":
                 out += [" " + line for line in a[a1:a2]]
