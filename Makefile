@@ -87,3 +87,12 @@ present: setup ## step through the stages in the terminal, diff then demo: make 
 	@$(PY) talk/present.py $(N)
 
 # --- benchmarks (bench/) -----------------------------------------------------
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick
+
+bench: setup ## measure ours vs nn.Transformer, fused attention, the KV cache (about a minute on 2 cores; bench/results/)
+	@$(PY) bench/bench.py $(BENCH_ARGS)
+
+bench-quick: setup ## the benchmark at tiny sizes, one repeat: a smoke test in seconds
+	@$(PY) bench/bench.py --quick $(BENCH_ARGS)

@@ -13,7 +13,7 @@ repeat after repeat, so a slow spell of the machine hits them alike. It prints r
 writes the numbers as JSON (with the machine, the torch version and the thread count) and a figure,
 time against sequence length, to bench/results/.
 
-    python bench/bench.py            # the full run, a few minutes on two CPU cores
+    python bench/bench.py            # the full run, about a minute on two CPU cores
     python bench/bench.py --quick    # tiny sizes, one repeat: a smoke test in seconds
 """
 
@@ -87,7 +87,7 @@ FULL = Plan(
     repeats=5,
     model_sizes=(
         ("demo", {}, 64, tf.MAX_LEN),  # demo_config(), on the demo's own batches
-        ("base", {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB}, 8, 32),  # Table 3, base
+        ("base", {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB}, 16, 32),  # Table 3, base
     ),
     attention_lengths=(64, 128, 256, 512, 1024),
     attention_batch=2,
@@ -477,15 +477,14 @@ def print_tables(results: dict, console: Console) -> None:
     table = Table(
         title="ms per call: ours, the fused stage 13, and torch.nn.Transformer with the same weights (ratio < 1: faster)"
     )
-    for column in ("size", "mode", "batch", "src/tgt", "ours", "fused", "torch", "ours/torch", "fused/torch"):
-        table.add_column(column, justify="left" if column in ("size", "mode") else "right")
+    for column in ("size", "mode", "batch x src/tgt", "ours", "fused", "torch", "ours/torch", "fused/torch"):
+        table.add_column(column, justify="left" if column in ("size", "mode") else "right", no_wrap=True)
     for r in results["models"]:
         m = r["median_s"]
         table.add_row(
             r["size"],
             r["mode"],
-            str(r["batch"]),
-            f"{r['src_len']}/{r['tgt_len']}",
+            f"{r['batch']} x {r['src_len']}/{r['tgt_len']}",
             *(f"{m[k] * 1e3:.1f}" for k in ("ours", "fused", "torch")),
             f"{r['ratio']['ours/torch']:.2f}",
             f"{r['ratio']['fused/torch']:.2f}",
@@ -565,17 +564,22 @@ def draw_figure(results: dict, path: Path, dpi: int) -> None:
                 color=colour,
                 label=f"{label}, {mask} mask",
             )
-    left.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="ms per call", title="attention, h=8, d_k=64")
-    left.set_xticks(
-        [r["length"] for r in results["attention"]][::2], [str(r["length"]) for r in results["attention"]][::2]
-    )
+    first = results["attention"][0]
+    lengths = sorted({r["length"] for r in results["attention"]})
+    left.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="ms per call")
+    left.set_title(f"attention alone, B={first['batch']}, h={first['heads']}, d_k={first['d_k']}")
+    left.minorticks_off()
+    left.set_xticks(lengths, [str(n) for n in lengths])
     left.legend(fontsize=8)
     rows = results["decoding"]
     for key, label, colour in (("plain", "greedy_decode", "tab:red"), ("cached", "with key/value cache", "tab:blue")):
         right.plot(
             [r["output_len"] for r in rows], [r["median_s"][key] for r in rows], marker="o", color=colour, label=label
         )
-    right.set(xscale="log", yscale="log", xlabel="tokens written", ylabel="seconds", title="greedy decoding")
+    config = rows[0]["config"]
+    right.set(xscale="log", yscale="log", xlabel="tokens written", ylabel="seconds")
+    right.set_title(f"greedy decoding, B={rows[0]['batch']}, d_model={config['d_model']}, N={config['n_layers']}")
+    right.minorticks_off()
     right.set_xticks([r["output_len"] for r in rows], [str(r["output_len"]) for r in rows])
     right.legend(fontsize=8)
     meta = results["meta"]
@@ -673,9 +677,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"{PROG}: error: device 'cuda' is not available on this machine; use --device cpu", file=sys.stderr)
         return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"{PROG}: error: cannot write results to {args.out}: {error.strerror}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    run(QUICK if args.quick else FULL, args.out, torch.device(args.device), Console())
+    console = Console()
+    if not console.is_terminal:  # piped into a log: wide enough for the tables
+        console = Console(width=120)
+    run(QUICK if args.quick else FULL, args.out, torch.device(args.device), console)
     return 0
 
 

@@ -15,6 +15,7 @@ Region kinds:
     pitfall NAME             a pitfall's title, its bug as a diff, symptom, paper and fix, from debug_pitfalls
     pitfalls-table           every pitfall, loud or silent, as a table
     make TARGET...           the make commands with their one-line descriptions, from the Makefile
+    demo-model               what `make demo` shows and the demo model's size, from transformer.py
 
 Commands (the Makefile's `slides`, `slides-static` and `slides-pdf` call them):
     update                   rewrite every generated region from its source
@@ -278,6 +279,18 @@ def make_targets() -> dict[str, str]:
     return found
 
 
+@functools.cache
+def transformer_module():
+    """transformer.py, imported by path (the demo's configuration and constants)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("transformer_for_slides", ROOT / "transformer.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
 def manifest():
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -333,6 +346,17 @@ def render_region(spec: str) -> str:
         for entry in pitfall_entries():
             rows.append(f"| {markdown_text(entry.title)} | {loudness(entry)} | `{entry.caught_by}` |")
         return "\n".join(rows) + "\n"
+    if kind == "demo-model":
+        tf = transformer_module()
+        c = tf.demo_config()
+        return (
+            f"- a progress bar: training steps, the loss falling, the learning rate of Eq. (3)\n"
+            f"- a table of held-out examples: source, target, prediction, ✓ or ✗\n"
+            f"- the last line: exact match over {tf.N_TEST} sequences it never saw in training\n\n"
+            f'<p class="small muted">sequences of {tf.MIN_LEN} to {tf.MAX_LEN} symbols from {tf.N_SYMBOLS}; '
+            f"d<sub>model</sub> = {c.d_model}, h = {c.n_heads}, N = {c.n_layers}, d<sub>ff</sub> = {c.d_ff}: "
+            f"the paper's architecture, a toy size, on a CPU</p>\n"
+        )
     if kind == "make":
         if not args:
             raise BuildError(f"bad region {spec!r}: expected `make TARGET...`")

@@ -15,7 +15,7 @@ if (!url || !screenshot) {
 const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const isLocal = (address) => {
   const { protocol, hostname } = new URL(address);
-  return protocol === 'data:' || protocol === 'blob:' || LOCAL_HOSTS.has(hostname);
+  return ['data:', 'blob:', 'file:'].includes(protocol) || LOCAL_HOSTS.has(hostname);
 };
 
 const browser = await chromium.launch({

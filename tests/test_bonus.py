@@ -1,15 +1,14 @@
 """The bonus stages: fused attention (13) and the key/value cache (14).
 
-Each bonus stage is transformer.py plus one change. The first tests keep them in step: a change to
-transformer.py that is not carried over to a bonus stage fails here, naming the function that drifted.
+Each bonus stage is transformer.py plus one change. The first tests keep them in step (the rule is in
+stages/bonus/sync.py): a change to transformer.py that is not carried over to a bonus stage fails here,
+naming the function that drifted, and `python tools/stages.py sync` carries it over.
 The others check that each change computes what transformer.py computes: the fused kernel gives the
 hand-written attention's outputs and gradients, and the cached decoder writes greedy_decode's tokens.
 """
 
 from __future__ import annotations
 
-import ast
-import difflib
 from dataclasses import asdict
 
 import pytest
@@ -17,22 +16,13 @@ import torch
 import torch.nn.functional as F
 
 import transformer as tf
+from stages.bonus.sync import DEMO_TITLE, check_in_step, rebuild
 from stages.manifest import get_stage
 from tests.conftest import ROOT, load_module
 
 TOL64 = 1e-10  # float64: the same arithmetic up to summation order
 TOL32 = 1e-5  # float32 attention outputs; the fused kernel sums in another order
 TOL32_LOGITS = 1e-4  # float32 logits after a whole model of such sums
-DEMO_TITLE = "# Demo of this stage (not part of transformer.py)"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and far faster when other processes keep the cores busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def fused_module():
@@ -46,91 +36,6 @@ def cache_module():
 # -- keeping the bonus stages in step with transformer.py -------------------------------------------------
 
 
-def split_file(text: str) -> tuple[str, list[str]]:
-    """(module docstring, the library lines): what follows the docstring, without the demo block of
-    a stage or the `if __name__ == "__main__":` block of transformer.py."""
-    close = text.index('"""', 3)
-    cut = text.index("\n", close) + 1
-    docstring, rest = text[:cut], text[cut:]
-    lines = rest.splitlines()
-    if DEMO_TITLE in lines:
-        end = lines.index(DEMO_TITLE) - 1  # the dashed line above the title
-    else:
-        end = max(i for i, line in enumerate(lines) if line.startswith('if __name__ == "__main__":'))
-    lines = lines[:end]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return docstring, lines
-
-
-def unit_of_each_line(lines: list[str]) -> list[str]:
-    """Which top-level function or class (methods as Class.method) each line belongs to. Comments and
-    blank lines just above a definition belong to it; other module-level code is named by its line."""
-    owner: list[str | None] = [None] * len(lines)
-    for node in ast.parse("\n".join(lines)).body:
-        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        name = getattr(node, "name", None) or f"module-level code `{lines[node.lineno - 1].strip()[:40]}`"
-        for i in range(start - 1, node.end_lineno):
-            owner[i] = name
-        if isinstance(node, ast.ClassDef):
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
-                    first = min([item.lineno] + [d.lineno for d in item.decorator_list])
-                    for i in range(first - 1, item.end_lineno):
-                        owner[i] = f"{node.name}.{item.name}"
-        above = start - 2
-        while (
-            above >= 0 and owner[above] is None and (not lines[above].strip() or lines[above].lstrip().startswith("#"))
-        ):
-            owner[above] = name
-            above -= 1
-    return [name or "the end of the file" for name in owner]
-
-
-def drift(reference: str, bonus: str) -> tuple[dict[str, int], dict[str, int]]:
-    """The units the diff from transformer.py to the bonus file touches: {name: first line} on each side."""
-    (_, a), (_, b) = split_file(reference), split_file(bonus)
-    units_a, units_b = unit_of_each_line(a), unit_of_each_line(b)
-    touched_a: dict[str, int] = {}
-    touched_b: dict[str, int] = {}
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag == "equal":
-            continue
-        for i in range(i1, i2):
-            touched_a.setdefault(units_a[i], i + 1)
-        for j in range(j1, j2):
-            touched_b.setdefault(units_b[j], j + 1)
-    return touched_a, touched_b
-
-
-# What each bonus stage may change in transformer.py's functions, and what it may add.
-DECLARED = {
-    13: {"changed": {"MultiHeadAttention.forward"}, "added": set()},
-    14: {"changed": set(), "added": {"KeyValueCache", "decode_step", "cached_greedy_decode"}},
-}
-
-
-def check_in_step(number: int, reference: str, bonus: str) -> list[str]:
-    """Plain-words problems; empty when the bonus stage is transformer.py plus its declared change."""
-    declared = DECLARED[number]
-    touched_ref, touched_bonus = drift(reference, bonus)
-    problems = []
-    for name, line in touched_ref.items():
-        if name not in declared["changed"]:
-            problems.append(
-                f"`{name}` (transformer.py, library line {line} after the docstring) differs in stage {number}: "
-                "carry transformer.py's change over to the bonus stage"
-            )
-    allowed = declared["changed"] | declared["added"]
-    for name, line in touched_bonus.items():
-        if name not in allowed and name.split(".")[0] not in declared["added"] and name not in touched_ref:
-            problems.append(f"stage {number} changes `{name}` (its library line {line}), which it does not declare")
-    for name in sorted(declared["changed"] | declared["added"]):
-        if name not in touched_bonus:
-            problems.append(f"stage {number} no longer contains its declared change to `{name}`")
-    return problems
-
-
 @pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
 def test_bonus_stage_is_transformer_py_plus_its_one_change(number):
     reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
@@ -140,14 +45,23 @@ def test_bonus_stage_is_transformer_py_plus_its_one_change(number):
 
 
 @pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
-def test_bonus_docstring_keeps_transformer_py_legend_masks_and_deviations(number):
-    reference_doc, _ = split_file((ROOT / "transformer.py").read_text(encoding="utf-8"))
-    bonus_doc, _ = split_file(get_stage(number).path.read_text(encoding="utf-8"))
-    shared = reference_doc[reference_doc.index("Shape legend") :]
-    assert bonus_doc.endswith(shared), (
-        f"stage {number}'s docstring must end with transformer.py's, from 'Shape legend' on (legend, masks, "
-        "deviations): copy it over"
+def test_sync_rebuilds_an_in_step_bonus_stage_unchanged(number):
+    reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
+    bonus = get_stage(number).path.read_text(encoding="utf-8")
+    assert rebuild(number, reference, bonus) == bonus, (
+        f"stages/bonus/sync.py would rewrite stage {number}: run `python tools/stages.py sync`"
     )
+
+
+def test_sync_carries_a_change_of_transformer_py_over_and_keeps_the_stage_own_change():
+    reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
+    bonus = get_stage(14).path.read_text(encoding="utf-8")
+    line = "            x = layer(x, src_mask)  # (B, S, D) -> (B, S, D)"
+    assert reference.count(line) == 1, "test setup: Encoder.forward's loop line changed; update this test"
+    edited = reference.replace(line, line.replace("# (B, S, D)", "# edited (B, S, D)"))
+    synced = rebuild(14, edited, bonus)
+    assert "# edited (B, S, D)" in synced and "def cached_greedy_decode(" in synced, "sync lost a change"
+    assert check_in_step(14, edited, synced) == [], "after sync the stage should be in step again"
 
 
 def test_in_step_check_names_the_function_that_drifted():

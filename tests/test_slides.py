@@ -357,3 +357,14 @@ def test_a_screenshot_of_the_title_slide_is_written(site):
     pixels = matplotlib.image.imread(path)
     assert pixels.std() > 0.05, "the title slide screenshot is blank: nothing was drawn"
     assert site["report"]["slideTitles"][0].startswith("I Built a Transformer"), "the first slide is not the title"
+
+
+def test_the_talk_readme_describes_the_deck_as_it_is():
+    readme = (TALK / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"(\d+) slides", readme)
+    assert m and int(m[1]) == len(SLIDES), (
+        f"talk/README.md says {m[1] if m else 'nothing about how many'} slides, the deck has {len(SLIDES)}"
+    )
+    package = json.loads((TALK / "package.json").read_text())["devDependencies"]
+    for name, version in package.items():
+        assert f"{name} {version}" in readme, f"talk/README.md does not name the pinned {name} {version}"

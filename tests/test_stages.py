@@ -148,8 +148,9 @@ def test_a_change_after_a_stage_does_not_touch_it():
 def test_check_and_sync_on_a_copy_of_the_repository(tmp_path, capsys):
     shutil.copy(ROOT / "transformer.py", tmp_path / "transformer.py")
     (tmp_path / "stages").mkdir()
-    for stage in MAIN:
-        shutil.copy(stage.path, tmp_path / "stages" / stage.path.name)
+    (tmp_path / "stages" / "bonus").mkdir()
+    for stage in STAGES:
+        shutil.copy(stage.path, tmp_path / stage.path.relative_to(ROOT))
     broken = tmp_path / "stages" / get_stage(6).path.name
     original = broken.read_text(encoding="utf-8")
     broken.write_text(_replace_once(original, header(6), "# Stage 6 · edited\n"), encoding="utf-8")

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from stages.bonus import sync as bonus_sync  # noqa: E402
 from stages.manifest import STAGES, Stage, get_stage  # noqa: E402
 
 PROG = "tools/stages.py"
@@ -160,6 +161,12 @@ def check_all(root: Path) -> list[str]:
         problem = check_stage(stage.number, path.read_text(encoding="utf-8"), reference, display(stage, root))
         if problem:
             problems.append(problem)
+    for number in bonus_sync.DECLARED:
+        text = stage_file(get_stage(number), root).read_text(encoding="utf-8")
+        try:
+            problems += bonus_sync.check_in_step(number, reference, text)
+        except bonus_sync.LayoutError as error:
+            problems.append(f"stage {number}: {error}")
     return problems
 
 
@@ -180,6 +187,14 @@ def sync_all(root: Path) -> list[tuple[Stage, str]]:
         else:
             path.write_text(expected, encoding="utf-8")
             results.append((stage, "updated"))
+    for number in bonus_sync.DECLARED:  # a bonus stage keeps its own declared change (stages/bonus/sync.py)
+        stage = get_stage(number)
+        path = stage_file(stage, root)
+        text = path.read_text(encoding="utf-8")
+        new = bonus_sync.rebuild(number, reference, text)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+        results.append((stage, "updated" if new != text else "in step"))
     return results
 
 
@@ -364,7 +379,7 @@ def cmd_check(args, console: Console) -> int:
     for problem in problems:
         print(f"{PROG}: {problem}; run `python {PROG} sync`", file=sys.stderr)
     if not problems:
-        console.print(f"[green]all {len(MAIN_STAGES)} stages are in step with transformer.py[/]")
+        console.print(f"[green]all {len(MAIN_STAGES)} stages and the bonus stages are in step with transformer.py[/]")
     return 1 if problems else 0
 
 

@@ -38,7 +38,10 @@ Every deviation from the paper:
 4. The source embedding is shared with the target embedding only when the two vocabularies
    have the same size (the paper's shared BPE vocabulary); the target embedding and the
    pre-softmax projection always share one matrix.
-5. Decoding is greedy. The paper uses beam search (beam 4, length penalty 0.6) over the
+5. The demo trains its toy model with AMSGrad, Adam that remembers the largest second moment
+   (`make_optimizer(..., amsgrad=True)`): with the paper's beta_2 = 0.98, a small model that has
+   solved its task can collapse a few steps later (measured: 99.9% exact match to 0% in 10 steps).
+6. Decoding is greedy. The paper uses beam search (beam 4, length penalty 0.6) over the
    average of the last checkpoints (§6.1).
 """
 
@@ -197,11 +200,11 @@ def check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
         raise TypeError(f"attention mask must be a torch.bool tensor (True = may attend), got {got}")
-    try:
-        broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != scores_shape:
+    # broadcasting: aligned from the right, each mask size is 1 or the scores' size
+    fits = mask.dim() <= len(scores_shape) and all(
+        m in (1, s) for m, s in zip(reversed(mask.shape), reversed(scores_shape), strict=False)
+    )
+    if not fits:
         raise ValueError(
             f"attention mask of shape {tuple(mask.shape)} cannot broadcast to the attention scores "
             f"of shape {tuple(scores_shape)} (batch, heads, queries, keys)"
@@ -505,11 +508,17 @@ def learning_rate(step: int, d_model: int, warmup_steps: int) -> float:
 
 
 def make_optimizer(
-    model: nn.Module, config: TransformerConfig
+    model: nn.Module, config: TransformerConfig, amsgrad: bool = False
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
     """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3).
-    Call scheduler.step() after every optimiser step."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    Call scheduler.step() after every optimiser step.
+
+    amsgrad=True (not in the paper) divides by the largest second moment seen so far instead of
+    the running one. With beta_2 = 0.98 that running estimate forgets within ~50 steps: once a
+    small model has solved a toy task its gradients shrink towards zero, and the next larger
+    gradient gets an outsized step that can undo everything it learned. The demo needs it.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9, amsgrad=amsgrad)
     # LambdaLR multiplies lr=1.0 by the lambda; it counts from 0, the paper's steps from 1
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: learning_rate(i + 1, config.d_model, config.warmup_steps)
@@ -658,7 +667,7 @@ class OneLineParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description="Train a small Transformer on a toy task and show it learn.")
     parser.add_argument("--task", choices=TASKS, default="reverse", help="what the model learns (default: reverse)")
-    parser.add_argument("--steps", type=positive_int, default=800, help="training steps (default: 800)")
+    parser.add_argument("--steps", type=positive_int, default=400, help="training steps (default: 400)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per step (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
@@ -680,7 +689,7 @@ def demo_config() -> TransformerConfig:
 
 def train_toy_model(
     task: str = "reverse",
-    steps: int = 800,
+    steps: int = 400,
     batch_size: int = 64,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -694,7 +703,7 @@ def train_toy_model(
     held_out = {tuple(row.tolist()) for row in test_src}
     config = demo_config()
     model = Transformer(config).to(device)
-    optimizer, scheduler = make_optimizer(model, config)
+    optimizer, scheduler = make_optimizer(model, config, amsgrad=True)  # see make_optimizer: stable to the end
     start = time.perf_counter()
     for step in range(1, steps + 1):
         src, tgt = make_examples(task, batch_size, N_SYMBOLS, MIN_LEN, MAX_LEN, generator)
