@@ -642,32 +642,15 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but bad usage costs one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{PROG}: error: {message}\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(
+    parser = tf.OneLineParser(
         prog=PROG, description="Benchmark our Transformer against torch.nn.Transformer, side by side."
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: a smoke test in seconds")
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where the JSON and the figure go (default: bench/results)"
     )
-    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=tf.positive_int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default: cpu)")
     return parser.parse_args(argv)
 
