@@ -63,22 +63,33 @@ def to_torch_transformer(model: nn.Module, *, enable_nested_tensor: bool = True)
 
     with torch.no_grad():
         for ours, theirs in zip(model.encoder.layers, body.encoder.layers, strict=True):
-            _copy_attention(ours.self_attn, theirs.self_attn)
-            _copy_feed_forward(ours.feed_forward, theirs)
-            _copy_norm(ours.add_norm_1.norm, theirs.norm1)
-            _copy_norm(ours.add_norm_2.norm, theirs.norm2)
+            copy_encoder_layer(ours, theirs)
         for ours, theirs in zip(model.decoder.layers, body.decoder.layers, strict=True):
-            _copy_attention(ours.self_attn, theirs.self_attn)
-            _copy_attention(ours.cross_attn, theirs.multihead_attn)
-            _copy_feed_forward(ours.feed_forward, theirs)
-            _copy_norm(ours.add_norm_1.norm, theirs.norm1)
-            _copy_norm(ours.add_norm_2.norm, theirs.norm2)
-            _copy_norm(ours.add_norm_3.norm, theirs.norm3)
+            copy_decoder_layer(ours, theirs)
     body.train(model.training)
     return body
 
 
-def _copy_attention(ours: nn.Module, theirs: nn.MultiheadAttention) -> None:
+def copy_encoder_layer(ours: nn.Module, theirs: nn.TransformerEncoderLayer) -> None:
+    """Our EncoderLayer's weights into PyTorch's (call under torch.no_grad())."""
+    copy_attention(ours.self_attn, theirs.self_attn)
+    _copy_feed_forward(ours.feed_forward, theirs)
+    _copy_norm(ours.add_norm_1.norm, theirs.norm1)
+    _copy_norm(ours.add_norm_2.norm, theirs.norm2)
+
+
+def copy_decoder_layer(ours: nn.Module, theirs: nn.TransformerDecoderLayer) -> None:
+    """Our DecoderLayer's weights into PyTorch's (call under torch.no_grad())."""
+    copy_attention(ours.self_attn, theirs.self_attn)
+    copy_attention(ours.cross_attn, theirs.multihead_attn)
+    _copy_feed_forward(ours.feed_forward, theirs)
+    _copy_norm(ours.add_norm_1.norm, theirs.norm1)
+    _copy_norm(ours.add_norm_2.norm, theirs.norm2)
+    _copy_norm(ours.add_norm_3.norm, theirs.norm3)
+
+
+def copy_attention(ours: nn.Module, theirs: nn.MultiheadAttention) -> None:
+    """Our MultiHeadAttention's W^Q, W^K, W^V (packed, in that order) and W^O into nn.MultiheadAttention."""
     theirs.in_proj_weight.copy_(torch.cat([ours.w_q.weight, ours.w_k.weight, ours.w_v.weight]))  # (3D, D)
     theirs.in_proj_bias.copy_(torch.cat([ours.w_q.bias, ours.w_k.bias, ours.w_v.bias]))  # (3D,)
     theirs.out_proj.weight.copy_(ours.w_o.weight)

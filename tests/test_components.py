@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.torch_reference import copy_attention, copy_decoder_layer, copy_encoder_layer
+
 TOL64 = 1e-10  # float64 agreement: the same arithmetic, up to summation order
 
 
@@ -124,10 +126,7 @@ def test_fully_masked_row_is_finite_with_finite_gradients(tf, dtype):
 def torch_mha_from(mha, d_model, n_heads) -> nn.MultiheadAttention:
     ref = nn.MultiheadAttention(d_model, n_heads, bias=True, batch_first=True, dtype=torch.float64)
     with torch.no_grad():
-        ref.in_proj_weight.copy_(torch.cat([mha.w_q.weight, mha.w_k.weight, mha.w_v.weight]))
-        ref.in_proj_bias.copy_(torch.cat([mha.w_q.bias, mha.w_k.bias, mha.w_v.bias]))
-        ref.out_proj.weight.copy_(mha.w_o.weight)
-        ref.out_proj.bias.copy_(mha.w_o.bias)
+        copy_attention(mha, ref)
     return ref.eval()
 
 
@@ -225,20 +224,6 @@ def test_add_and_norm_applies_dropout_to_the_sublayer_only_in_training(tf):
 # -- Stage 7 and 9: encoder and decoder layers against PyTorch's -------------------------------------------
 
 
-def copy_mha(ours, theirs):
-    theirs.in_proj_weight.copy_(torch.cat([ours.w_q.weight, ours.w_k.weight, ours.w_v.weight]))
-    theirs.in_proj_bias.copy_(torch.cat([ours.w_q.bias, ours.w_k.bias, ours.w_v.bias]))
-    theirs.out_proj.weight.copy_(ours.w_o.weight)
-    theirs.out_proj.bias.copy_(ours.w_o.bias)
-
-
-def copy_ffn_and_norms(ours, theirs, norms):
-    theirs.linear1.load_state_dict(ours.feed_forward.w_1.state_dict())
-    theirs.linear2.load_state_dict(ours.feed_forward.w_2.state_dict())
-    for i, add_norm in enumerate(norms, start=1):
-        getattr(theirs, f"norm{i}").load_state_dict(add_norm.norm.state_dict())
-
-
 @pytest.mark.stage(7)
 def test_encoder_layer_equals_nn_transformer_encoder_layer(tf):
     torch.manual_seed(0)
@@ -246,8 +231,7 @@ def test_encoder_layer_equals_nn_transformer_encoder_layer(tf):
     ours = tf.EncoderLayer(config).double().eval()
     theirs = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, dtype=torch.float64).eval()
     with torch.no_grad():
-        copy_mha(ours.self_attn, theirs.self_attn)
-        copy_ffn_and_norms(ours, theirs, [ours.add_norm_1, ours.add_norm_2])
+        copy_encoder_layer(ours, theirs)
     x = torch.randn(2, 5, 16, dtype=torch.float64)
     keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
     diff = ours(x, keep[:, None, None, :]) - theirs(x, src_key_padding_mask=~keep)
@@ -262,9 +246,7 @@ def test_decoder_layer_equals_nn_transformer_decoder_layer(tf):
     ours = tf.DecoderLayer(config).double().eval()
     theirs = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True, dtype=torch.float64).eval()
     with torch.no_grad():
-        copy_mha(ours.self_attn, theirs.self_attn)
-        copy_mha(ours.cross_attn, theirs.multihead_attn)
-        copy_ffn_and_norms(ours, theirs, [ours.add_norm_1, ours.add_norm_2, ours.add_norm_3])
+        copy_decoder_layer(ours, theirs)
     y, memory = torch.randn(2, 4, 16, dtype=torch.float64), torch.randn(2, 5, 16, dtype=torch.float64)
     keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
     causal = tf.subsequent_mask(4)
