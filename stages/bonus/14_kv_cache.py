@@ -489,11 +489,11 @@ def label_smoothed_loss(logits: Tensor, target: Tensor, smoothing: float, pad_id
     log_probs = logits.log_softmax(dim=-1).flatten(0, -2)  # (B, T, V) -> (B*T, V)
     target = target.flatten()  # (B, T) -> (B*T,)
     q = torch.full_like(log_probs, smoothing / (V - 2))  # (B*T, V): eps over V minus (true, padding)
-    q[:, pad_id] = 0.0
+    q[:, pad_id] = 0.0  # padding is never a target
     q.scatter_(1, target[:, None], 1.0 - smoothing)  # (B*T, V)
     loss = -(q * log_probs).sum(dim=-1)  # (B*T,)
     keep = target != pad_id  # (B*T,)
-    return loss[keep].sum() / keep.sum().clamp(min=1)
+    return loss[keep].sum() / keep.sum().clamp(min=1)  # scalar: the mean over real tokens
 
 
 def learning_rate(step: int, d_model: int, warmup_steps: int) -> float:
@@ -544,7 +544,7 @@ def make_examples(
         index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, max_len)
         answer = symbols.gather(1, index).masked_fill(~real, PAD)  # (n, max_len)
     else:
-        answer = symbols
+        answer = symbols  # (n, max_len)
     rows = torch.arange(n)  # (n,)
     src = torch.full((n, max_len + 1), PAD)  # (n, S)
     src[:, :max_len] = symbols
