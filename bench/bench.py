@@ -24,7 +24,6 @@ import copy
 import dataclasses
 import datetime
 import functools
-import importlib.util
 import inspect
 import json
 import os
@@ -169,19 +168,6 @@ def summarise(times: dict[str, list[float]], ratios: dict[str, tuple[str, str]])
 # --- the candidates ----------------------------------------------------------
 
 
-def load_stage(number: int) -> ModuleType:
-    """Import a stage file (its name starts with digits, so no plain import)."""
-    path = get_stage(number).path
-    name = f"bench_stage_{number:02d}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
 def fused_twin(model: tf.Transformer, fused_module: ModuleType) -> torch.nn.Module:
     """The fused-attention stage's Transformer with a copy of model's weights."""
     config = fused_module.TransformerConfig(**dataclasses.asdict(model.config))
@@ -204,7 +190,7 @@ def model_batch(name: str, config: tf.TransformerConfig, batch: int, length: int
 
 def measure_models(plan: Plan, device: torch.device, advance: Callable[[], None]) -> list[dict]:
     """Training step and inference forward: ours, the fused stage, nn.Transformer, same weights and data."""
-    fused_module = load_stage(13)
+    fused_module = get_stage(13).load()
     records = []
     for name, overrides, batch, length in plan.model_sizes:
         if name == "demo":
@@ -299,7 +285,7 @@ def measure_attention(plan: Plan, device: torch.device, advance: Callable[[], No
 
 def measure_decoding(plan: Plan, device: torch.device, advance: Callable[[], None]) -> list[dict]:
     """greedy_decode against the key/value-cached decoder of stage 14, on the same (untrained) model."""
-    cache_module = load_stage(14)
+    cache_module = get_stage(14).load()
     longest = max(plan.decode_lengths)
     config = tf.TransformerConfig(**plan.decode_config, dropout=0.0, max_len=longest + 1)
     torch.manual_seed(0)

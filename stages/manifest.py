@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 STAGES_DIR = Path(__file__).resolve().parent
+# The title of the dashed comment header that opens a stage's own demo block (not part of transformer.py).
+DEMO_TITLE = "# Demo of this stage (not part of transformer.py)"
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    """Import a Python file as module `name` (stage files start with digits, so no plain import); once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass(frozen=True)
@@ -21,6 +37,10 @@ class Stage:
     def path(self) -> Path:
         folder = STAGES_DIR / "bonus" if self.bonus else STAGES_DIR
         return folder / f"{self.number:02d}_{self.slug}.py"
+
+    def load(self) -> ModuleType:
+        """The stage file, imported as a module."""
+        return import_file(self.path, f"stage_{self.number:02d}_{self.slug}")
 
 
 STAGES: tuple[Stage, ...] = (

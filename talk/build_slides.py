@@ -279,16 +279,13 @@ def make_targets() -> dict[str, str]:
     return found
 
 
-@functools.cache
 def transformer_module():
-    """transformer.py, imported by path (the demo's configuration and constants)."""
-    import importlib.util
+    """transformer.py (the demo's configuration and constants)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import transformer
 
-    spec = importlib.util.spec_from_file_location("transformer_for_slides", ROOT / "transformer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    return transformer
 
 
 def manifest():

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.manifest import STAGES  # noqa: E402
+from stages.manifest import DEMO_TITLE, STAGES  # noqa: E402
 from tools.stages import unified_diff  # noqa: E402
 
 PROG = "talk/present.py"
@@ -72,9 +72,6 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
-
-
-DEMO_TITLE = "# Demo of this stage (not part of transformer.py)"
 
 
 def code_lines(path: Path, full: bool = False) -> tuple[list[str], int]:

@@ -10,7 +10,6 @@ deliberately broken variant.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from functools import cache
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.manifest import STAGES  # noqa: E402
+from stages.manifest import STAGES, import_file  # noqa: E402
 
 # The test models are tiny: one thread is as fast, gives the same numbers on every machine, and does not
 # crawl when another process holds the other core.
@@ -33,13 +32,8 @@ torch.set_num_threads(1)
 
 @cache
 def load_module(path: Path) -> ModuleType:
-    """Import a Python file under a unique name (stage files start with digits, so no plain import)."""
-    name = "under_test_" + path.stem if path.name != "transformer.py" else "transformer"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    """Import a Python file under a unique name: transformer.py as `transformer`, any other file by its stem."""
+    return import_file(path, "transformer" if path.name == "transformer.py" else "under_test_" + path.stem)
 
 
 def implementations(first_stage: int | None) -> list[tuple[str, Path]]:

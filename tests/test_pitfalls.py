@@ -5,8 +5,6 @@ into correct code is reported as uncaught, which shows the harness judges behavi
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 
 import pytest
 
@@ -23,6 +21,7 @@ from debug_pitfalls import (
 from debug_pitfalls.__main__ import main
 from debug_pitfalls.readme import README, current_block, render
 from debug_pitfalls.variants import TRANSFORMER_PATH
+from tests.conftest import load_module
 
 NAMES = [p.name for p in PITFALLS]
 
@@ -78,11 +77,7 @@ def public_names(module) -> set[str]:
 
 @pytest.fixture(scope="module")
 def original():
-    spec = importlib.util.spec_from_file_location("transformer_for_pitfall_tests", TRANSFORMER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(TRANSFORMER_PATH)
 
 
 @pytest.mark.parametrize("name", NAMES)

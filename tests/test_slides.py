@@ -8,32 +8,24 @@ skip, saying what is missing; on CI (env CI set) they fail instead, because .ci/
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import struct
-import sys
 import zlib
 from functools import cache
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_module
+
 ROOT = Path(__file__).resolve().parent.parent
 TALK = ROOT / "talk"
 
 
-def _load_build_slides():
-    spec = importlib.util.spec_from_file_location("build_slides", TALK / "build_slides.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_slides"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bs = _load_build_slides()
+bs = load_module(TALK / "build_slides.py")
 DECK = bs.read_deck()
 SLIDES = bs.split_slides(DECK)
 REGIONS = bs.find_regions(DECK)
@@ -134,10 +126,7 @@ def test_the_deck_shows_every_figure_and_only_figures_that_make_figures_writes()
 @cache
 def model_parts() -> dict:
     """Class name -> an instance inside a demo-sized model, to resolve names such as EncoderLayer.self_attn."""
-    spec = importlib.util.spec_from_file_location("transformer_for_slides", ROOT / "transformer.py")
-    tf = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tf
-    spec.loader.exec_module(tf)
+    tf = load_module(ROOT / "transformer.py")
     parts = {}
     for module in tf.Transformer(tf.demo_config()).modules():
         parts.setdefault(type(module).__name__, module)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib.util
 import io
 import math
 import os
@@ -19,13 +18,13 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from unittest import mock
 
 import pytest
 import torch
 
 from stages.manifest import STAGES, get_stage
+from tests.conftest import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = [s for s in STAGES if not s.bonus]
@@ -53,15 +52,7 @@ def stage_id(stage) -> str:
     return f"stage{stage.number:02d}_{stage.slug}"
 
 
-def load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load(ROOT / "tools" / "stages.py", "stages_tool_under_test")
+tool = load_module(ROOT / "tools" / "stages.py")
 
 
 def text_of(number: int) -> str:
@@ -185,7 +176,7 @@ def test_docstring_names_the_stage_and_carries_the_legend(stage):
 
 @pytest.mark.parametrize("stage", MAIN, ids=stage_id)
 def test_every_stage_imports_with_its_component_and_not_the_next(stage):
-    module = load(stage.path, f"stage_import_{stage.path.stem}")
+    module = stage.load()
     assert hasattr(module, ARRIVES[stage.number]), f"stage {stage.number} lacks {ARRIVES[stage.number]}"
     if stage.number + 1 in ARRIVES:
         assert not hasattr(module, ARRIVES[stage.number + 1]), (
@@ -220,7 +211,7 @@ def demo_output(number: int) -> str:
     # a wide console, so that rich never wraps a table cell the checks below read
     with mock.patch.dict(os.environ, {"COLUMNS": "160"}), contextlib.redirect_stdout(out):
         if number == LAST:
-            module = load(get_stage(number).path, "stage_demo_last")
+            module = get_stage(number).load()
             assert module.main(["--steps", "30", "--examples", "1", "--device", "cpu"]) == 0
         else:
             runpy.run_path(str(get_stage(number).path), run_name="__main__")

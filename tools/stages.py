@@ -37,10 +37,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from stages.bonus import sync as bonus_sync  # noqa: E402
-from stages.manifest import STAGES, Stage, get_stage  # noqa: E402
+from stages.manifest import DEMO_TITLE, STAGES, Stage, get_stage  # noqa: E402
 
 PROG = "tools/stages.py"
-DEMO_TITLE = "# Demo of this stage (not part of transformer.py)"
 README_START, README_END = "<!-- stages:start -->", "<!-- stages:end -->"
 DASHED = re.compile(r"# -{20,}\n")
 LEGEND = re.compile(r"^Shape legend.*?^Masks:.*?\n(?=\n)", re.M | re.S)  # up to the end of the Masks paragraph

@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.manifest import get_stage  # noqa: E402
+from stages.manifest import DEMO_TITLE, get_stage  # noqa: E402
 
-DEMO_TITLE = "# Demo of this stage (not part of transformer.py)"
 LEGEND = "Shape legend"
 
 # What each bonus stage may change in transformer.py's functions (Class.method for methods), and the
