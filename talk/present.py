@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.manifest import DEMO_TITLE, STAGES  # noqa: E402
+from stages.layout import split_parts  # noqa: E402
+from stages.manifest import STAGES  # noqa: E402
 from tools.stages import unified_diff  # noqa: E402
 
 PROG = "talk/present.py"
@@ -77,24 +78,10 @@ def display_path(path: Path) -> str:
 def code_lines(path: Path, full: bool = False) -> tuple[list[str], int]:
     """A stage file's lines without its module docstring and its demo block (unless full), and the
     number of lines cut from the top, so that diff hunks keep the file's own line numbers."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_text(encoding="utf-8")
     if full:
-        return lines, 0
-    start = 0
-    if lines and lines[0].startswith('"""'):
-        closing = next((i for i, line in enumerate(lines) if '"""' in line[3 if i == 0 else 0 :]), None)
-        if closing is not None:
-            start = closing + 1
-    end = len(lines)
-    if DEMO_TITLE in lines:
-        end = lines.index(DEMO_TITLE)
-        if end > 0 and lines[end - 1].startswith("# ---"):
-            end -= 1  # the dashed line above the title belongs to the demo block
-    while start < end and not lines[start].strip():
-        start += 1
-    while end > start and not lines[end - 1].strip():
-        end -= 1
-    return lines[start:end], start
+        return text.splitlines(), 0
+    return split_parts(text, display_path(path)).code_lines()
 
 
 def stage_diff(old: Path, new: Path, full: bool = False, context: int = 3) -> list[str]:

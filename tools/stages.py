@@ -37,41 +37,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from stages.bonus import sync as bonus_sync  # noqa: E402
-from stages.manifest import DEMO_TITLE, STAGES, Stage, get_stage  # noqa: E402
+from stages.layout import LayoutError, section_start, split_docstring, split_parts  # noqa: E402
+from stages.manifest import DEMO_TITLE, STAGES, Stage, get_stage  # noqa: E402, F401 - the tests read DEMO_TITLE here
 
 PROG = "tools/stages.py"
 README_START, README_END = "<!-- stages:start -->", "<!-- stages:end -->"
-DASHED = re.compile(r"# -{20,}\n")
 LEGEND = re.compile(r"^Shape legend.*?^Masks:.*?\n(?=\n)", re.M | re.S)  # up to the end of the Masks paragraph
 MAIN_STAGES = tuple(s for s in STAGES if not s.bonus)
 LAST = max(s.number for s in MAIN_STAGES)
 
 
-class StageError(Exception):
-    """transformer.py or a stage file is not laid out the way the rule expects."""
+StageError = LayoutError  # transformer.py or a stage file is not laid out the way the rule expects
 
 
 # --- the rule ----------------------------------------------------------------
-
-
-def split_docstring(text: str, name: str) -> tuple[str, str]:
-    """(the module docstring up to and including its closing line, everything after it)."""
-    if not text.startswith('"""'):
-        raise StageError(f'{name} must start with its module docstring ("""), but starts with {text[:20]!r}')
-    close = text.find('"""', 3)
-    if close < 0:
-        raise StageError(f"{name}: the module docstring is never closed")
-    cut = text.find("\n", close)
-    cut = len(text) if cut < 0 else cut + 1
-    return text[:cut], text[cut:]
-
-
-def _dashed_block_start(text: str, title_start: int, name: str, title: str) -> int:
-    """Where the dashed line just above the title line at title_start begins."""
-    start = text.rfind("\n", 0, max(title_start - 1, 0)) + 1
-    if not DASHED.fullmatch(text[start:title_start]):
-        raise StageError(f"{name}: the line above {title!r} must be a dashed comment line (# -----...)")
-    return start
 
 
 def library_part(reference: str, number: int) -> str:
@@ -79,20 +58,13 @@ def library_part(reference: str, number: int) -> str:
     _, rest = split_docstring(reference, "transformer.py")
     if number == LAST:
         return rest
-    header = re.search(rf"^# Stage {number + 1} · .*$", rest, re.M)
-    if header is None:
-        raise StageError(f"transformer.py has no section header '# Stage {number + 1} · Title · paper'")
-    return rest[: _dashed_block_start(rest, header.start(), "transformer.py", header.group())]
+    return rest[: section_start(rest, number + 1)]
 
 
 def split_stage(text: str, name: str) -> tuple[str, str, str]:
     """A stage file as (docstring, library part, demo block)."""
-    docstring, rest = split_docstring(text, name)
-    title = re.search(rf"^{re.escape(DEMO_TITLE)}$", rest, re.M)
-    if title is None:
-        raise StageError(f"{name} has no demo block: expected a dashed header titled {DEMO_TITLE!r}")
-    demo_start = _dashed_block_start(rest, title.start(), name, DEMO_TITLE)
-    return docstring, rest[:demo_start], rest[demo_start:]
+    parts = split_parts(text, name, require_demo=True)
+    return parts.docstring, parts.code, parts.demo
 
 
 def with_reference_legend(docstring: str, reference: str, name: str) -> str:

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.manifest import DEMO_TITLE, get_stage  # noqa: E402
+from stages.layout import LayoutError, split_parts  # noqa: E402
+from stages.manifest import DEMO_TITLE  # noqa: E402, F401 - tests/test_bonus.py reads it here
 
 LEGEND = "Shape legend"
 
@@ -36,35 +37,11 @@ DECLARED = {
 }
 
 
-class LayoutError(Exception):
-    """A file is not laid out the way the rule expects."""
-
-
 def split_file(text: str, name: str) -> tuple[str, list[str], str]:
-    """(module docstring, library lines, demo block). The library is what follows the docstring, up to
-    the demo block of a stage or the `if __name__ == "__main__":` block of transformer.py, without
-    trailing blank lines; transformer.py has no demo block ("")."""
-    if not text.startswith('"""'):
-        raise LayoutError(f'{name} must start with its module docstring (""")')
-    close = text.find('"""', 3)
-    if close < 0:
-        raise LayoutError(f"{name}: the module docstring is never closed")
-    cut = text.index("\n", close) + 1
-    docstring, lines = text[:cut], text[cut:].splitlines()
-    if DEMO_TITLE in lines:
-        end = lines.index(DEMO_TITLE) - 1  # the dashed line above the title
-        if end < 0 or not lines[end].startswith("# ---"):
-            raise LayoutError(f"{name}: the line above {DEMO_TITLE!r} must be a dashed comment line")
-        demo = "\n".join(lines[end:]) + "\n"
-    else:
-        mains = [i for i, line in enumerate(lines) if line.startswith('if __name__ == "__main__":')]
-        if not mains:
-            raise LayoutError(f"{name} has neither a demo block ({DEMO_TITLE!r}) nor an `if __name__` block")
-        end, demo = mains[-1], ""
-    lines = lines[:end]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return docstring, lines, demo
+    """(module docstring, library lines, demo block): stages/layout.py's parts, the library without the
+    `if __name__ == "__main__":` block of transformer.py and without trailing blank lines."""
+    parts = split_parts(text, name)
+    return parts.docstring, parts.library_lines(name), parts.demo
 
 
 def unit_of_each_line(lines: list[str]) -> list[str]:
