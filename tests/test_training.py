@@ -75,8 +75,26 @@ def test_learning_rate_follows_equation_3(tf, step, expected):
 
 
 @pytest.mark.stage(11)
-def test_learning_rate_peak_value():
-    assert 512**-0.5 * 4000**-0.5 == pytest.approx(6.9877e-4, rel=1e-4)  # the number to quote on a slide
+@pytest.mark.parametrize(
+    "d_model,warmup_steps,peak",
+    [(512, 4000, 6.9877e-4), (32, 10, 5.5902e-2)],  # the base model's peak is the number quoted on a slide
+    ids=["base-512-4000", "toy-32-10"],
+)
+def test_learning_rate_rises_linearly_peaks_at_warmup_then_decays_as_inverse_sqrt(tf, d_model, warmup_steps, peak):
+    """§5.3: the rate rises linearly for the first warmup_steps, peaks there at d_model^-0.5 * warmup_steps^-0.5,
+    and falls as 1/sqrt(step) afterwards. Every step up to 4 x warmup_steps is checked."""
+    steps = range(1, 4 * warmup_steps + 1)
+    rate = {step: tf.learning_rate(step, d_model, warmup_steps) for step in steps}
+    top = max(steps, key=rate.get)
+    assert top == warmup_steps, f"the learning rate peaks at step {top}, not at the end of warm-up ({warmup_steps})"
+    assert rate[top] == pytest.approx(d_model**-0.5 * warmup_steps**-0.5, rel=1e-12), (
+        f"the peak is {rate[top]:.4g}, not d_model^-0.5 * warmup_steps^-0.5"
+    )
+    assert rate[top] == pytest.approx(peak, rel=1e-4), f"the peak is {rate[top]:.4g}, the paper's numbers give {peak}"
+    rise = max(abs(rate[s] / (rate[top] * s / warmup_steps) - 1) for s in steps if s <= warmup_steps)
+    assert rise <= 1e-12, f"warm-up is not linear in the step (off by up to {rise:.2%})"
+    decay = max(abs(rate[s] / (rate[top] * (warmup_steps / s) ** 0.5) - 1) for s in steps if s >= warmup_steps)
+    assert decay <= 1e-12, f"after warm-up the rate does not fall as 1/sqrt(step) (off by up to {decay:.2%})"
 
 
 @pytest.mark.stage(11)
