@@ -418,19 +418,23 @@ class Transformer(nn.Module):
         for embed in {self.src_embed, self.tgt_embed}:
             nn.init.normal_(embed.weight, std=self.config.d_model**-0.5)
 
+    def embed(self, embedding: TokenEmbedding, tokens: Tensor) -> Tensor:
+        """§3.4, §3.5, §5.4: token embedding, plus positional encoding, then dropout."""
+        return self.embed_dropout(self.pos_encoding(embedding(tokens)))  # (B, L) -> (B, L, D)
+
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """The encoder alone, for decoding loops: src (B, S) -> memory (B, S, D)."""
         self._check_tokens("src", src, self.config.src_vocab_size)
-        x = self.embed_dropout(self.pos_encoding(self.src_embed(src)))  # (B, S) -> (B, S, D)
-        return self.encoder(x, src_mask)  # (B, S, D)
+        return self.encoder(self.embed(self.src_embed, src), src_mask)  # (B, S, D)
 
     def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        """The decoder alone, for decoding loops: tgt (B, T) against memory (B, S, D) -> (B, T, D)."""
         self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
         if tgt.size(0) != memory.size(0):
             raise ValueError(
                 f"src and tgt must have the same batch size, got {memory.size(0)} source and {tgt.size(0)} target sequences"
             )
-        y = self.embed_dropout(self.pos_encoding(self.tgt_embed(tgt)))  # (B, T) -> (B, T, D)
-        return self.decoder(y, memory, src_mask, tgt_mask)  # (B, T, D)
+        return self.decoder(self.embed(self.tgt_embed, tgt), memory, src_mask, tgt_mask)  # (B, T, D)
 
     def forward(
         self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
@@ -447,8 +451,10 @@ class Transformer(nn.Module):
             src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
         if tgt_mask is None:
             tgt_mask = target_mask(tgt, self.config.pad_id)  # (B, 1, T, T)
-        memory = self.encode(src, src_mask)  # (B, S, D)
-        return self.generator(self.decode(tgt, memory, src_mask, tgt_mask))  # (B, T, D) -> (B, T, V_tgt)
+        # the tokens are checked above, once: from here on the unchecked parts, not encode() and decode()
+        memory = self.encoder(self.embed(self.src_embed, src), src_mask)  # (B, S) -> (B, S, D)
+        out = self.decoder(self.embed(self.tgt_embed, tgt), memory, src_mask, tgt_mask)  # (B, T) -> (B, T, D)
+        return self.generator(out)  # (B, T, D) -> (B, T, V_tgt)
 
     def _check_tokens(self, name: str, tokens: Tensor, vocab_size: int) -> None:
         """Fail early, naming what was expected, instead of deep inside an embedding lookup."""

@@ -118,9 +118,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         12,
         "decoding",
-        "Greedy decoding, and the demo",
-        "§3",
-        "Greedy decoding writes answers token by token; this stage is transformer.py.",
+        "Decoding: greedy and beam search, and the demo",
+        "§3, §6.1",
+        "Greedy decoding and beam search with a length penalty write answers token by token; this stage is transformer.py.",
     ),
     Stage(
         13,

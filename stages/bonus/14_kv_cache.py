@@ -42,8 +42,9 @@ Every deviation from the paper:
 5. The demo trains its toy model with AMSGrad, Adam that remembers the largest second moment
    (`make_optimizer(..., amsgrad=True)`): with the paper's beta_2 = 0.98, a small model that has
    solved its task can collapse a few steps later (measured: 99.9% exact match to 0% in 10 steps).
-6. Decoding is greedy. The paper uses beam search (beam 4, length penalty 0.6) over the
-   average of the last checkpoints (§6.1).
+6. The toy demo decodes greedily (`greedy_decode`), which its task needs no more than. The
+   paper's decoding, beam search with beam 4 and length penalty alpha = 0.6 (§6.1), is
+   `beam_search`; `translate.py` uses it, and averages the last checkpoints as §6.1 does.
 """
 
 from __future__ import annotations
@@ -422,19 +423,23 @@ class Transformer(nn.Module):
         for embed in {self.src_embed, self.tgt_embed}:
             nn.init.normal_(embed.weight, std=self.config.d_model**-0.5)
 
+    def embed(self, embedding: TokenEmbedding, tokens: Tensor) -> Tensor:
+        """§3.4, §3.5, §5.4: token embedding, plus positional encoding, then dropout."""
+        return self.embed_dropout(self.pos_encoding(embedding(tokens)))  # (B, L) -> (B, L, D)
+
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """The encoder alone, for decoding loops: src (B, S) -> memory (B, S, D)."""
         self._check_tokens("src", src, self.config.src_vocab_size)
-        x = self.embed_dropout(self.pos_encoding(self.src_embed(src)))  # (B, S) -> (B, S, D)
-        return self.encoder(x, src_mask)  # (B, S, D)
+        return self.encoder(self.embed(self.src_embed, src), src_mask)  # (B, S, D)
 
     def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        """The decoder alone, for decoding loops: tgt (B, T) against memory (B, S, D) -> (B, T, D)."""
         self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
         if tgt.size(0) != memory.size(0):
             raise ValueError(
                 f"src and tgt must have the same batch size, got {memory.size(0)} source and {tgt.size(0)} target sequences"
             )
-        y = self.embed_dropout(self.pos_encoding(self.tgt_embed(tgt)))  # (B, T) -> (B, T, D)
-        return self.decoder(y, memory, src_mask, tgt_mask)  # (B, T, D)
+        return self.decoder(self.embed(self.tgt_embed, tgt), memory, src_mask, tgt_mask)  # (B, T, D)
 
     def forward(
         self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
@@ -451,8 +456,10 @@ class Transformer(nn.Module):
             src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
         if tgt_mask is None:
             tgt_mask = target_mask(tgt, self.config.pad_id)  # (B, 1, T, T)
-        memory = self.encode(src, src_mask)  # (B, S, D)
-        return self.generator(self.decode(tgt, memory, src_mask, tgt_mask))  # (B, T, D) -> (B, T, V_tgt)
+        # the tokens are checked above, once: from here on the unchecked parts, not encode() and decode()
+        memory = self.encoder(self.embed(self.src_embed, src), src_mask)  # (B, S) -> (B, S, D)
+        out = self.decoder(self.embed(self.tgt_embed, tgt), memory, src_mask, tgt_mask)  # (B, T) -> (B, T, D)
+        return self.generator(out)  # (B, T, D) -> (B, T, V_tgt)
 
     def _check_tokens(self, name: str, tokens: Tensor, vocab_size: int) -> None:
         """Fail early, naming what was expected, instead of deep inside an embedding lookup."""
@@ -570,7 +577,7 @@ def train_step(model: Transformer, src: Tensor, tgt: Tensor, optimizer, schedule
 
 
 # -----------------------------------------------------------------------------
-# Stage 12 · Greedy decoding, and the demo · §3
+# Stage 12 · Decoding: greedy and beam search, and the demo · §3, §6.1
 # -----------------------------------------------------------------------------
 
 
@@ -615,6 +622,92 @@ def greedy_decode(
             break
     model.train(was_training)
     return ys
+
+
+def length_penalty(length: Tensor, alpha: float) -> Tensor:
+    """§6.1, after Wu et al. (2016): lp(Y) = ((5 + |Y|) / 6)^alpha. A hypothesis is ranked by
+    log P(Y | X) / lp(Y); alpha = 0 ranks by log-probability alone, which favours short outputs."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(
+    model: Transformer,
+    src: Tensor,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    src_mask: Tensor | None = None,
+    return_scores: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """§6.1: keep the beam_size best hypotheses per sentence, ranked by log-probability over the
+    length penalty; the paper uses beam 4 and alpha = 0.6.
+
+    |Y| counts the written tokens after bos_id, eos_id included. A hypothesis that has written
+    eos_id stays in its beam with its score frozen, competing with the live ones; at max_len the
+    live ones are cut off and count as answers, as in greedy_decode. A sentence is done when its
+    best finished hypothesis beats every live one's best possible final score (log P only falls,
+    so s / lp(max_len) bounds a live score s): stopping early never changes an answer, and a
+    sentence gets the same answer alone or in a batch. Every sentence and beam goes through one
+    decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and with
+    return_scores=True also each answer's log P / lp (B,). beam_size=1 is greedy_decode.
+    """
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    if max_len + 1 > model.config.max_len:
+        raise ValueError(
+            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
+        )
+    V = model.config.tgt_vocab_size
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= V:
+        raise ValueError(f"beam_size must be an integer in [1, {V}] (the target vocabulary), got {beam_size!r}")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0 (0 turns the length penalty off), got {alpha!r}")
+    was_training = model.training
+    model.eval()
+    pad_id, K, device = model.config.pad_id, beam_size, src.device
+    if src_mask is None:
+        model._check_tokens("src", src, model.config.src_vocab_size)
+        src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
+    B = src.size(0)
+    memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B, S, D) -> (B*K, S, D): a copy per beam
+    if src_mask.size(0) == B:
+        src_mask = src_mask.repeat_interleave(K, dim=0)  # (B, ...) -> (B*K, ...)
+    ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1)
+    # log P of each hypothesis; all beams but the first start at -inf so step 1 expands one copy only
+    score = torch.full((B, K), -math.inf, dtype=memory.dtype, device=device)  # (B, K)
+    score[:, 0] = 0.0
+    length = torch.zeros(B, K, dtype=memory.dtype, device=device)  # (B, K): |Y| so far
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)  # (B, K)
+    lp_max = length_penalty(torch.tensor(float(max_len)), alpha)
+    for t in range(1, max_len + 1):
+        hidden = model.decode(ys, memory, src_mask, subsequent_mask(t, device))  # (B*K, t, D)
+        log_p = model.generator(hidden[:, -1]).log_softmax(dim=-1).view(B, K, V)  # (B*K, D) -> (B, K, V)
+        # a finished hypothesis has one continuation, padding, which costs nothing and keeps its length
+        log_p = log_p.masked_fill(finished[:, :, None], -math.inf)  # (B, K, V)
+        log_p[..., pad_id] = log_p[..., pad_id].masked_fill(finished, 0.0)
+        candidate = score[:, :, None] + log_p  # (B, K, 1) + (B, K, V) -> (B, K, V)
+        new_length = torch.where(finished, length, float(t))[:, :, None].expand(B, K, V)  # (B, K, V)
+        ranked = candidate / length_penalty(new_length, alpha)  # (B, K, V)
+        best, index = ranked.view(B, K * V).topk(K, dim=-1)  # (B, K) each, best first
+        beam, token = index // V, index % V  # (B, K): which hypothesis it extends, with which token
+        score = candidate.view(B, K * V).gather(1, index)  # (B, K)
+        length = new_length.reshape(B, K * V).gather(1, index)  # (B, K)
+        finished = finished.gather(1, beam) | (token == eos_id)  # (B, K)
+        rows = (torch.arange(B, device=device)[:, None] * K + beam).flatten()  # (B*K,): the rows to extend
+        ys = torch.cat([ys[rows], token.view(B * K, 1)], dim=1)  # (B*K, t) -> (B*K, t + 1)
+        # done: the best finished hypothesis beats every live one's bound, or none is live
+        best_finished = best.masked_fill(~finished, -math.inf).max(dim=-1).values  # (B,)
+        best_live = (score / lp_max).masked_fill(finished, -math.inf).max(dim=-1).values  # (B,)
+        if (best_finished >= best_live).all():
+            break
+    # topk sorts, so hypothesis 0 is the answer: finished, or cut off at max_len as greedy_decode's are
+    out = ys.view(B, K, -1)[:, 0]  # (B*K, t + 1) -> (B, K, t + 1) -> (B, t + 1)
+    out = out[:, : 1 + int(length[:, 0].max())]  # no column beyond the longest answer
+    model.train(was_training)
+    return (out, best[:, 0]) if return_scores else out
 
 
 def exact_match(model: Transformer, src: Tensor, tgt: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
