@@ -96,3 +96,15 @@ bench: setup ## measure ours vs nn.Transformer, fused attention, the KV cache (a
 
 bench-quick: setup ## the benchmark at tiny sizes, one repeat: a smoke test in seconds
 	@$(PY) bench/bench.py --quick $(BENCH_ARGS)
+
+# --- write it yourself (tools/live.py, notebooks/) ---------------------------
+# N (declared at the top) picks the stage; SOLUTION=1 writes the finished stage instead of the blanks.
+SOLUTION ?=
+
+.PHONY: live check notebooks
+
+live: setup ## write live/NN_name.py, stage N with its new pieces blank: make live N=4 (SOLUTION=1: finished)
+	@$(PY) tools/live.py live $(N) $(if $(SOLUTION),--solution)
+
+check: setup ## check your live/NN_name.py against the tests of stages 1..N, one line each: make check N=4
+	@$(PY) tools/live.py check $(N)
