@@ -22,6 +22,7 @@ import ast
 import importlib
 import itertools
 import os
+import re
 import sys
 import time
 import warnings
@@ -99,7 +100,6 @@ BLANKS: tuple[Blank, ...] = (
         "EncoderLayer.forward",
         "§3.1: self-attention (src_mask), then feed-forward, each in Add & Norm; (B, S, D) -> (B, S, D)",
     ),
-    Blank(7, "Encoder.forward", "§3.1: the N layers in turn; (B, S, D) -> (B, S, D)"),
     Blank(8, "padding_mask", "True where the key is not padding: tokens (B, L) -> (B, 1, 1, L)"),
     Blank(
         8, "subsequent_mask", "§3.2.3: query i may attend to keys j <= i: (1, 1, T, T), True on and below the diagonal"
@@ -111,7 +111,6 @@ BLANKS: tuple[Blank, ...] = (
         "§3.1: masked self-attention (tgt_mask), attention over memory (src_mask), feed-forward, each in Add & Norm; "
         "(B, T, D) -> (B, T, D)",
     ),
-    Blank(9, "Decoder.forward", "§3.1: the N layers in turn; (B, T, D) -> (B, T, D)"),
     Blank(
         10,
         "Transformer.forward",
@@ -234,6 +233,19 @@ PLANTED: tuple[Pitfall, ...] = (
         paper="§3.1: the output embeddings are offset by one position, behind the start token",
         fix="Start ys with bos_id: torch.full((B, 1), bos_id).",
         edits=(Edit("ys = torch.full((src.size(0), 1), bos_id,", "ys = torch.full((src.size(0), 1), pad_id,"),),
+    ),
+    Pitfall(
+        name="sin_and_cos_swapped",
+        title="sin and cos swapped in the positional encoding",
+        loud=False,
+        bug="The even dimensions get cosines and the odd ones sines.",
+        symptom="Nothing visible: the model trains, but the table is not the paper's.",
+        paper="§3.5: PE(pos, 2i) = sin(...), PE(pos, 2i+1) = cos(...)",
+        fix="Sines into pe[:, 0::2], cosines into pe[:, 1::2].",
+        edits=(
+            Edit("pe[:, 0::2] = torch.sin(angle)", "pe[:, 0::2] = torch.cos(angle)"),
+            Edit("pe[:, 1::2] = torch.cos(angle)", "pe[:, 1::2] = torch.sin(angle)"),
+        ),
     ),
     Pitfall(
         name="greedy_ignores_eos",
@@ -391,6 +403,7 @@ def to_check(case: Case) -> Check:
 
 def load_source(source: str, name: str) -> ModuleType:
     """Import source text as a module: a stage with blanks, or with a bug planted."""
+    name = re.sub(r"[^a-z0-9_]", "_", name.lower())
     holder = Pitfall(name=name, title=name, loud=False, bug="-", symptom="-", paper="-", fix="-", edits=(Edit("", ""),))
     return _build(holder, source)  # debug_pitfalls' loader: compiled under its own name, with tracebacks
 
@@ -511,8 +524,10 @@ def cmd_check(args, console) -> int:
     if not path.exists():
         raise LiveError(f"{display(path)} does not exist: write it first with make live N={stage.number}")
     start = time.perf_counter()
+    name = f"live_{stage.number:02d}"
+    sys.modules.pop(name, None)  # a fresh import: the file has changed since the last check
     try:
-        module = import_file(path, f"live_{stage.number:02d}")
+        module = import_file(path, name)
     except Exception as error:  # noqa: BLE001 - the reader's file: say what is wrong, in one line
         line = getattr(error, "lineno", None)
         where = f" (line {line})" if line else ""
