@@ -9,6 +9,8 @@ file does not exist is left out.
 
 Keys: n, space or enter (or the right arrow) go forward: from a stage's diff to its demo, from its demo
 to the next stage. s skips the demo, r runs it again, p or b (or the left arrow) go back a stage, q quits.
+The live step (tools/live.py), on a main stage: l writes live/NN_name.py, the stage with its new pieces
+blank, for you to write in your editor; c checks it (make check N=..); f writes the finished stage there.
 
 Without a terminal (stdin not a tty), or with --no-interactive, every stage from N on is printed at
 once and no demo runs unless --run is given; the tests use this.
@@ -169,6 +171,7 @@ def run_demo(console: Console, slide: Slide, live: bool) -> int:
 # --- keys --------------------------------------------------------------------
 
 FORWARD, BACK, QUIT, SKIP, RERUN = "forward", "back", "quit", "skip", "rerun"
+LIVE, CHECK, FINISHED = "live", "check", "finished"  # the live step: blank file, check it, the solution
 KEYS = {
     "n": FORWARD,
     " ": FORWARD,
@@ -186,6 +189,9 @@ KEYS = {
     "": QUIT,  # end of input
     "s": SKIP,
     "r": RERUN,
+    "l": LIVE,
+    "c": CHECK,
+    "f": FINISHED,
 }
 
 
@@ -226,6 +232,22 @@ def read_key() -> str:
 # --- the two modes -----------------------------------------------------------
 
 
+def run_live_step(console: Console, slide: Slide, action: str) -> int:
+    """The live step through tools/live.py: write the blank file (LIVE), check it (CHECK), or write the
+    finished stage into it (FINISHED). Its output goes straight to the terminal."""
+    command = {LIVE: ["live"], CHECK: ["check"], FINISHED: ["live", "--solution"]}[action]
+    console.rule(
+        f"[bold]live step, stage {slide.number}[/]: make {'check' if action == CHECK else 'live'} N={slide.number}"
+    )
+    try:
+        return subprocess.run(
+            [python_for_stages(), str(ROOT / "tools" / "live.py"), command[0], str(slide.number), *command[1:]],
+            cwd=ROOT,
+        ).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
 def present_interactive(
     console: Console,
     slides: Sequence[Slide],
@@ -233,9 +255,10 @@ def present_interactive(
     read: Callable[[], str] = read_key,
     run: Callable[[Console, Slide], int] | None = None,
     full: bool = False,
+    live: Callable[[Console, Slide, str], int] = run_live_step,
 ) -> list[tuple[int, str]]:
     """Step through slides from index start, driven by read(). Returns what happened, in order:
-    (stage number, "shown" or "demo"), which the tests check."""
+    (stage number, "shown", "demo", or a live step: "live", "check", "finished"), which the tests check."""
     if run is None:
 
         def run(console: Console, slide: Slide) -> int:
@@ -257,10 +280,19 @@ def present_interactive(
             hint = f"[bold]n/space/enter[/] {nxt} · [bold]r[/] run the demo again · [bold]p/b[/] back · [bold]q[/] quit"
         else:
             hint = "[bold]n/space/enter[/] run the demo · [bold]s[/] skip it · [bold]p/b[/] back · [bold]q[/] quit"
+        if not slides[index].bonus:
+            hint += " · live: [bold]l[/] blank file, [bold]c[/] check it, [bold]f[/] finished"
         console.print(hint, style="dim")
         action = action_of(read())
         if action == QUIT:
             return log
+        if action in (LIVE, CHECK, FINISHED):
+            if slides[index].bonus:
+                console.print("the live step covers the main stages 1-12", style="dim")
+            else:
+                live(console, slides[index], action)
+                log.append((slides[index].number, action))
+            continue
         if action == BACK:
             if index > 0:
                 index, demo_done = index - 1, False
@@ -287,6 +319,8 @@ def present_all(
     failed = []
     for slide in slides[start:]:
         render_stage(console, slide, slides, full)
+        if not slide.bonus:
+            console.print(f"live step: make live N={slide.number}, then make check N={slide.number}", style="dim")
         if run_demos and run_demo(console, slide, live=False):
             failed.append(slide.number)
         console.print()

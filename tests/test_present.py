@@ -180,3 +180,38 @@ def test_keys_map_to_actions():
     assert {present.action_of(k) for k in ("p", "b", "B", "\x1b[D")} == {present.BACK}
     assert {present.action_of(k) for k in ("q", "Q", "\x03", "")} == {present.QUIT}
     assert present.action_of("z") is None
+
+
+def test_live_keys_write_check_and_finish_on_main_stages_only(tmp_path):
+    slides = fake_stages(tmp_path)
+    keys = iter(["l", "c", "f", "n", "n", "n", "l", "q"])
+    steps = []
+    log = present.present_interactive(
+        recording_console(),
+        slides,
+        2,
+        read=lambda: next(keys),
+        run=lambda console, slide: 0,
+        live=lambda console, slide, action: steps.append((slide.number, action)),
+    )
+    assert steps == [(3, present.LIVE), (3, present.CHECK), (3, present.FINISHED)], f"live steps: {steps}"
+    expected = [(3, "shown"), (3, "live"), (3, "check"), (3, "finished"), (3, "demo"), (4, "shown"), (4, "demo")]
+    assert log == expected, f"unexpected sequence: {log} (the bonus stage 4 has no live step)"
+
+
+def test_live_step_runs_tools_live_py_for_the_stage(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        present.subprocess, "run", lambda command, cwd: calls.append(command) or subprocess.CompletedProcess(command, 0)
+    )
+    slide = fake_stages(tmp_path)[1]
+    for action in (present.LIVE, present.CHECK, present.FINISHED):
+        assert present.run_live_step(recording_console(), slide, action) == 0
+    tool = str(ROOT / "tools" / "live.py")
+    assert [c[1:] for c in calls] == [[tool, "live", "2"], [tool, "check", "2"], [tool, "live", "2", "--solution"]]
+
+
+def test_every_main_stage_names_its_live_step(rendered):
+    for slide in EXISTING:
+        line = f"live step: make live N={slide.number}, then make check N={slide.number}"
+        assert (line in rendered) != slide.bonus, f"stage {slide.number}: the live step line is wrong"
