@@ -1,0 +1,1057 @@
+"""Translate for real: train transformer.py's model on parallel text, decode with beam search, score with BLEU.
+
+This file sits beside transformer.py the way a training script sits beside its model: the model, the loss, the
+optimiser, the schedule and beam search live there and are imported, never copied. What lives here is what a real
+task adds: reading the user's files, a shared BPE vocabulary (HF `tokenizers`, §5.1), batches by length under a token
+budget (§5.1), checkpoints that survive a kill and load without unpickling anything, averaging them (§6.1), BLEU with
+sacreBLEU's signature, and data-parallel training under torchrun.
+
+    python translate.py train --out runs/numbers                      # the built-in German -> English numbers task
+    python translate.py train --out runs/mine --data pairs.tsv        # source<TAB>target per line (Tatoeba, ManyThings)
+    python translate.py train --out runs/m30k --src train.de --tgt train.en   # line-aligned files (Multi30k, WMT)
+    python translate.py evaluate runs/numbers [--beam 4] [--alpha 0.6]
+    python translate.py translate runs/numbers "dreihundertzweiundvierzig" [--plot alignment.png]
+    python translate.py average runs/numbers --last 5 --out runs/numbers/averaged.pt
+    torchrun --standalone --nproc-per-node 2 translate.py train --out runs/ddp   # the same command, N processes
+
+Every bad input (a missing file, a line without a tab, bytes that are not UTF-8, a run directory without a
+checkpoint, ...) costs one line on stderr and exit status 2, and leaves what is already in the run directory alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import Tensor
+
+from transformer import (
+    OneLineParser,
+    Transformer,
+    TransformerConfig,
+    beam_search,
+    greedy_decode,
+    label_smoothed_loss,
+    make_optimizer,
+    pick_device,
+    positive_int,
+)
+
+PROG = "translate.py"
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"  # ids 0, 1, 2, 3: PAD is the model's pad_id = 0
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+CHECKPOINT_FORMAT = 1
+POOL = 8  # batches' worth of sentences sorted by length together
+
+
+class UserError(Exception):
+    """Something about the user's input or run directory: one line on stderr, exit status 2."""
+
+
+# -----------------------------------------------------------------------------
+# The built-in task: German number words -> English number words, 0 to 999,999
+# -----------------------------------------------------------------------------
+
+UNITS_DE = ["", "ein", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"]
+TEENS_DE = ["zehn", "elf", "zwölf", "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn", "neunzehn"]
+TENS_DE = ["", "", "zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig", "neunzig"]
+UNITS_EN = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TEENS_EN = [
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+TENS_EN = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def german_below_1000(n: int, last: bool) -> str:
+    """German writes units before tens ("zweiundvierzig"); a 1 is "eins" only when it ends the number."""
+    hundreds, rest = divmod(n, 100)
+    word = UNITS_DE[hundreds] + "hundert" if hundreds else ""
+    tens, units = divmod(rest, 10)
+    if tens == 1:
+        return word + TEENS_DE[units]
+    if tens == 0:
+        return word + ("eins" if units == 1 and last else UNITS_DE[units])
+    return word + (UNITS_DE[units] + "und" if units else "") + TENS_DE[tens]
+
+
+def german_number(n: int) -> str:
+    """342 -> "dreihundertzweiundvierzig", 21007 -> "einundzwanzigtausendsieben": one word, as German writes it."""
+    if not 0 <= n < 1_000_000:
+        raise ValueError(f"the numbers task covers 0 to 999,999, got {n}")
+    if n == 0:
+        return "null"
+    thousands, rest = divmod(n, 1000)
+    return (german_below_1000(thousands, last=False) + "tausend" if thousands else "") + german_below_1000(rest, True)
+
+
+def english_below_1000(n: int) -> list[str]:
+    hundreds, rest = divmod(n, 100)
+    words = [UNITS_EN[hundreds], "hundred"] if hundreds else []
+    tens, units = divmod(rest, 10)
+    if tens == 1:
+        return words + [TEENS_EN[units]]
+    return words + [w for w in (TENS_EN[tens], UNITS_EN[units]) if w]
+
+
+def english_number(n: int) -> str:
+    """342 -> "three hundred forty two", 21007 -> "twenty one thousand seven" (no hyphens, no "and")."""
+    if not 0 <= n < 1_000_000:
+        raise ValueError(f"the numbers task covers 0 to 999,999, got {n}")
+    if n == 0:
+        return "zero"
+    thousands, rest = divmod(n, 1000)
+    words = english_below_1000(thousands) + ["thousand"] if thousands else []
+    return " ".join(words + english_below_1000(rest))
+
+
+def numbers_task(n_train: int, n_valid: int, n_test: int, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """Pairs (German, English) with as many 1-digit as 6-digit numbers; split by the hash of the source, so the
+    held-out numbers are the same whatever the seed and never appear in training."""
+    rng = random.Random(seed)
+    wanted = {"train": n_train, "valid": n_valid, "test": n_test}
+    splits: dict[str, list[tuple[str, str]]] = {name: [] for name in wanted}
+    seen: set[int] = set()
+    while any(len(splits[name]) < wanted[name] for name in wanted) and len(seen) < 1_000_000:
+        digits = rng.randint(1, 6)
+        n = rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+        if n in seen:
+            continue
+        seen.add(n)
+        pair = (german_number(n), english_number(n))
+        name = split_of(pair[0])
+        if len(splits[name]) < wanted[name]:
+            splits[name].append(pair)
+    return splits
+
+
+def split_of(source: str) -> str:
+    """A deterministic held-out split by the hash of the source sentence: 1% valid, 1% test, the rest train."""
+    bucket = int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big") % 100
+    return "valid" if bucket == 0 else "test" if bucket == 1 else "train"
+
+
+# -----------------------------------------------------------------------------
+# Reading the user's data: a TSV of pairs, or two line-aligned files
+# -----------------------------------------------------------------------------
+
+
+def read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if not any(line.strip() for line in lines):
+        raise UserError(f"{path}: the file is empty")
+    text = []
+    for number, line in enumerate(lines, 1):
+        try:
+            text.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            raise UserError(
+                f"{path}:{number}: not UTF-8 (byte {line[error.start]:#04x} at column {error.start + 1})"
+            ) from None
+    return text
+
+
+def read_tsv(path: Path) -> list[tuple[str, str]]:
+    """source<TAB>target per line; further columns (Tatoeba's attribution) are ignored; blank lines skipped."""
+    pairs = []
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) < 2:
+            raise UserError(f"{path}:{number}: expected source<TAB>target, found no tab")
+        pairs.append((columns[0].strip(), columns[1].strip()))
+    return pairs
+
+
+def read_parallel(src: Path, tgt: Path) -> list[tuple[str, str]]:
+    """Line i of src translates to line i of tgt."""
+    sources, targets = read_lines(src), read_lines(tgt)
+    if len(sources) != len(targets):
+        raise UserError(f"{src} has {len(sources)} lines but {tgt} has {len(targets)}: they must be line-aligned")
+    return [(s.strip(), t.strip()) for s, t in zip(sources, targets, strict=True) if s.strip() and t.strip()]
+
+
+def read_pairs(data: str | None, src: str | None, tgt: str | None, what: str) -> list[tuple[str, str]] | None:
+    """--data FILE.tsv, or --src FILE --tgt FILE, or nothing (None)."""
+    if data and (src or tgt):
+        raise UserError(f"give {what} as --data FILE.tsv or as --src FILE --tgt FILE, not both")
+    if data:
+        return read_tsv(Path(data))
+    if src or tgt:
+        if not (src and tgt):
+            raise UserError(f"--src and --tgt come together (got only {'--src' if src else '--tgt'})")
+        return read_parallel(Path(src), Path(tgt))
+    return None
+
+
+def write_tsv(path: Path, pairs: list[tuple[str, str]]) -> None:
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+
+
+# -----------------------------------------------------------------------------
+# One BPE vocabulary for source and target (§5.1), learned by HF tokenizers
+# -----------------------------------------------------------------------------
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """BPE over the training split only. Source and target share it, which lets the model share one embedding
+    matrix between encoder, decoder and output (§3.4). Characters never seen in training become <unk>."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.normalizer = normalizers.NFC()  # one code point for "ü" whether it arrived composed or not
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()  # words keep their leading space as "▁"
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, UNK], show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def tokenizer_from_json(text: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(text)
+
+
+def encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in tokenizer.encode_batch(texts)]
+
+
+def decode(tokenizer, ids: Tensor) -> str:
+    """Token ids of one answer, BOS first, up to EOS -> text."""
+    kept = []
+    for token in ids.tolist()[1:]:
+        if token == EOS_ID:
+            break
+        kept.append(token)
+    return tokenizer.decode(kept)
+
+
+@dataclass
+class Example:
+    src: list[int]  # source pieces, then EOS
+    tgt: list[int]  # BOS, target pieces, EOS
+
+
+def make_examples(tokenizer, pairs: list[tuple[str, str]], max_len: int) -> tuple[list[Example], int]:
+    """Encode pairs; drop those that do not fit the model's max_len. Returns the examples and how many were dropped."""
+    sources = encode(tokenizer, [s for s, _ in pairs])
+    targets = encode(tokenizer, [t for _, t in pairs])
+    examples = [Example(s + [EOS_ID], [BOS_ID, *t, EOS_ID]) for s, t in zip(sources, targets, strict=True)]
+    kept = [e for e in examples if len(e.src) <= max_len and len(e.tgt) <= max_len]
+    return kept, len(examples) - len(kept)
+
+
+# -----------------------------------------------------------------------------
+# Batches by length under a token budget (§5.1)
+# -----------------------------------------------------------------------------
+
+
+def length_batches(
+    examples: list[Example], batch_tokens: int, seed: int, epoch: int, min_rows: int = 1, pool: int = POOL
+):
+    """§5.1: "sentence pairs were batched together by approximate sequence length". Shuffle, then sort each pool of
+    about `pool` batches' worth of sentences by length and cut it into batches whose padded size rows x max(S, T)
+    stays within batch_tokens; shuffle the batches. Sorting the whole corpus at once would waste the least padding,
+    but then every batch holds one kind of sentence (on the numbers task: all six-digit numbers, or all one-digit
+    ones), and the model learns much worse from such one-sided steps. The same (seed, epoch) always gives the same
+    batches, which is what makes resuming exact."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    mean = sum(max(len(e.src), len(e.tgt)) for e in examples) / len(examples)
+    per_pool = max(1, int(pool * batch_tokens / mean))
+    batches = []
+    for start in range(0, len(order), per_pool):
+        chunk = sorted(order[start : start + per_pool], key=lambda i: (len(examples[i].src), len(examples[i].tgt)))
+        current, width = [], 0
+        for i in chunk:
+            wider = max(width, len(examples[i].src), len(examples[i].tgt))
+            if current and len(current) >= min_rows and wider * (len(current) + 1) > batch_tokens:
+                batches.append(current)
+                current, wider = [], max(len(examples[i].src), len(examples[i].tgt))
+            current.append(i)
+            width = wider
+        if current:
+            batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[Example], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Pad to the longest of the batch: src (B, S), tgt (B, T)."""
+    S, T = max(len(e.src) for e in examples), max(len(e.tgt) for e in examples)
+    src = torch.full((len(examples), S), PAD_ID, dtype=torch.long)  # (B, S)
+    tgt = torch.full((len(examples), T), PAD_ID, dtype=torch.long)  # (B, T)
+    for row, e in enumerate(examples):
+        src[row, : len(e.src)] = torch.tensor(e.src)
+        tgt[row, : len(e.tgt)] = torch.tensor(e.tgt)
+    return src.to(device), tgt.to(device)
+
+
+def padding_share(src: Tensor, tgt: Tensor) -> float:
+    """The fraction of a batch's positions that hold padding: what batching by length keeps low."""
+    return ((src == PAD_ID).sum() + (tgt == PAD_ID).sum()).item() / (src.numel() + tgt.numel())
+
+
+# -----------------------------------------------------------------------------
+# Processes: one, or many under torchrun (torch.distributed)
+# -----------------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def master(self) -> bool:
+        """Rank 0 alone writes checkpoints, metrics and the progress bar, and evaluates."""
+        return self.rank == 0
+
+
+def device_named(name: str) -> torch.device:
+    try:
+        return pick_device(name)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def start_processes(device_name: str) -> tuple[Processes, torch.device]:
+    """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain `python translate.py` sets none and pays nothing."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes(), device_named(device_name)
+    procs = Processes(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(procs.local_rank)  # one GPU per local rank
+        device, backend = torch.device("cuda", procs.local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    # a finite timeout: a collective that waits on a dead rank fails instead of hanging the job
+    dist.init_process_group(backend, timeout=timedelta(minutes=5))
+    return procs, device
+
+
+def all_sum(value: Tensor, procs: Processes) -> Tensor:
+    if procs.world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+    return value
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: atomic, complete, and loaded without unpickling code
+# -----------------------------------------------------------------------------
+
+
+def flatten_state(state: dict, prefix: str = "") -> tuple[dict[str, Tensor], object]:
+    """Split a state dict into its tensors (by dotted path) and a JSON-able skeleton that names them."""
+    tensors: dict[str, Tensor] = {}
+
+    def walk(value, path):
+        if isinstance(value, Tensor):
+            tensors[path] = value.detach().cpu()
+            return {"__tensor__": path}
+        if isinstance(value, dict):
+            return {
+                "__dict__": [
+                    [walk(k, f"{path}.k{i}"), walk(v, f"{path}.{i}")] for i, (k, v) in enumerate(value.items())
+                ]
+            }
+        if isinstance(value, (list, tuple)):
+            return {
+                "__list__": [walk(v, f"{path}.{i}") for i, v in enumerate(value)],
+                "tuple": isinstance(value, tuple),
+            }
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot store {type(value).__name__} at {path} in a checkpoint")
+
+    return tensors, walk(state, prefix)
+
+
+def unflatten_state(skeleton, tensors: dict[str, Tensor]):
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__dict__" in skeleton:
+            return {unflatten_state(k, tensors): unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+        items = [unflatten_state(v, tensors) for v in skeleton["__list__"]]
+        return tuple(items) if skeleton["tuple"] else items
+    return skeleton
+
+
+def save_checkpoint(path: Path, meta: dict, states: dict[str, dict]) -> None:
+    """One file: a dict of tensors and one JSON string, written to a temporary file and renamed, so a kill during
+    the save leaves the previous checkpoint intact and never a half-written latest one."""
+    tensors, skeleton = flatten_state(states)
+    payload = {"tensors": tensors, "meta": json.dumps(meta | {"format": CHECKPOINT_FORMAT, "states": skeleton})}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # atomic on POSIX and Windows
+
+
+def load_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(meta, states). torch.load(weights_only=True) unpickles tensors and plain containers only: a file crafted
+    to run code on load is refused before anything runs."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such checkpoint") from None
+    except Exception as error:  # UnpicklingError, a truncated file, a zip that is not torch's, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a translate.py checkpoint ({first[:160]})") from None
+    if not isinstance(payload, dict) or set(payload) != {"tensors", "meta"} or not isinstance(payload["meta"], str):
+        raise UserError(f"{path}: not a translate.py checkpoint (it holds no tensors and meta)")
+    try:
+        meta = json.loads(payload["meta"])
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: not a translate.py checkpoint (its meta is not JSON)") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"{path}: checkpoint format {meta.get('format')!r}, this translate.py reads {CHECKPOINT_FORMAT}"
+        )
+    return meta, unflatten_state(meta.pop("states"), payload["tensors"])
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The numbered checkpoints of a run, oldest first."""
+    return sorted(checkpoint_dir(run_dir).glob("step-*.pt"))
+
+
+def resolve_checkpoint(where: str | Path) -> Path:
+    """A run directory means its latest checkpoint; a file is taken as it is (an averaged checkpoint, say)."""
+    where = Path(where)
+    if where.is_file():
+        return where
+    if not where.is_dir():
+        raise UserError(f"{where}: no such run directory or checkpoint file")
+    found = checkpoints(where)
+    if not found:
+        raise UserError(f"{where}: no checkpoint in {checkpoint_dir(where)} (train first: {PROG} train --out {where})")
+    return found[-1]
+
+
+def rebuild_model(meta: dict, states: dict, device: torch.device | str = "cpu") -> Transformer:
+    config = TransformerConfig(**meta["config"])
+    model = Transformer(config)
+    try:
+        model.load_state_dict(states["model"])
+    except (KeyError, RuntimeError) as error:
+        raise UserError(f"the checkpoint's weights do not fit its config: {str(error).splitlines()[0][:160]}") from None
+    return model.to(device=device, dtype=getattr(torch, meta.get("dtype", "float32")))
+
+
+def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> Transformer:
+    """The trained Transformer from the latest checkpoint of run_dir (or from a checkpoint file), in eval mode."""
+    meta, states = load_checkpoint(resolve_checkpoint(run_dir))
+    return rebuild_model(meta, states, device).eval()
+
+
+def load_tokenizer(run_dir: str | Path):
+    """The run's shared BPE tokenizer (a tokenizers.Tokenizer), from the checkpoint that load_model reads."""
+    meta, _ = load_checkpoint(resolve_checkpoint(run_dir))
+    return tokenizer_from_json(meta["tokenizer"])
+
+
+# -----------------------------------------------------------------------------
+# Decoding and scoring
+# -----------------------------------------------------------------------------
+
+
+def translate_texts(model, tokenizer, texts: list[str], beam: int, alpha: float, batch_size: int = 200) -> list[str]:
+    """Beam search (greedy at beam 1) over sentences sorted by length, so a batch holds little padding."""
+    device = next(model.parameters()).device
+    ids = [s + [EOS_ID] for s in encode(tokenizer, texts)]
+    limit = model.config.max_len
+    ids = [s[: limit - 1] + [EOS_ID] if len(s) > limit else s for s in ids]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: list[str] = [""] * len(ids)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        S = max(len(ids[i]) for i in chunk)
+        src = torch.full((len(chunk), S), PAD_ID, dtype=torch.long)  # (b, S)
+        for row, i in enumerate(chunk):
+            src[row, : len(ids[i])] = torch.tensor(ids[i])
+        max_len = min(limit - 1, 2 * S + 10)  # an answer rarely runs past twice its source
+        if beam == 1:
+            ys = greedy_decode(model, src.to(device), max_len, BOS_ID, EOS_ID)  # (b, <= max_len + 1)
+        else:
+            ys = beam_search(model, src.to(device), max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
+        for row, i in enumerate(chunk):
+            out[i] = decode(tokenizer, ys[row].cpu())
+    return out
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU and chrF by sacreBLEU (with their signatures, so the numbers can be compared), and exact match."""
+    import sacrebleu
+
+    bleu = sacrebleu.metrics.BLEU()
+    chrf = sacrebleu.metrics.CHRF()
+    b = bleu.corpus_score(hypotheses, [references])
+    c = chrf.corpus_score(hypotheses, [references])
+    hits = sum(h == r for h, r in zip(hypotheses, references, strict=True))
+    one_word = sum(len(r.split()) <= 1 for r in references)
+    return {
+        "bleu": b.score,
+        "chrf": c.score,
+        "exact": hits,
+        "n": len(references),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+        # BLEU counts word 4-grams: on one-word references it is 0 however right the output is
+        "bleu_meaningless": one_word > len(references) / 2,
+    }
+
+
+def held_out_loss(model, examples: list[Example], batch_tokens: int, device) -> float:
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for batch in length_batches(examples, batch_tokens, seed=0, epoch=0):
+            src, tgt = collate([examples[i] for i in batch], device)
+            labels = tgt[:, 1:]
+            n = int((labels != PAD_ID).sum())
+            loss = label_smoothed_loss(model(src, tgt[:, :-1]), labels, model.config.label_smoothing, PAD_ID)
+            total, tokens = total + loss.item() * n, tokens + n
+    return total / max(tokens, 1)
+
+
+# -----------------------------------------------------------------------------
+# train
+# -----------------------------------------------------------------------------
+
+MODEL_FLAGS = ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "warmup_steps", "max_len", "label_smoothing")
+
+
+def config_from_args(args: argparse.Namespace, vocab_size: int) -> TransformerConfig:
+    settings = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 256, "dropout": 0.0, "warmup_steps": 200}
+    if args.preset:
+        base = TransformerConfig.paper_big if args.preset == "big" else TransformerConfig.paper_base
+        paper = base(vocab_size, vocab_size)
+        settings = {k: getattr(paper, k) for k in ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "warmup_steps")}
+    for name in MODEL_FLAGS:
+        if getattr(args, name, None) is not None:
+            settings[name] = getattr(args, name)
+    settings.setdefault("max_len", 128)
+    try:
+        return TransformerConfig(vocab_size, vocab_size, **settings)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def prepare_data(args) -> dict[str, list[tuple[str, str]]]:
+    """The three splits as text pairs. Without --valid / --test they are cut from the training data by hash."""
+    train = read_pairs(args.data, args.src, args.tgt, "the training data")
+    if train is None:
+        task = numbers_task(args.numbers, 500, 1000)
+        return task
+    if not train:
+        raise UserError("the training data holds no sentence pairs")
+    splits = {"train": [], "valid": [], "test": []}
+    for pair in train:
+        splits[split_of(pair[0])].append(pair)
+    for name in ("valid", "test"):
+        given = read_pairs(getattr(args, name), None, None, f"--{name}")
+        if given is not None:
+            splits[name] = given
+            held = {s for s, _ in given}
+            splits["train"] = [p for p in splits["train"] if p[0] not in held]
+    if not splits["train"]:
+        raise UserError("no training pairs left after holding out the validation and test splits")
+    return splits
+
+
+def train(args: argparse.Namespace, console: Console) -> int:
+    procs, device = start_processes(args.device)
+    try:
+        return train_run(args, console, procs, device)
+    finally:
+        if procs.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_run(args: argparse.Namespace, console: Console, procs: Processes, device: torch.device) -> int:
+    run_dir = Path(args.out)
+    say = console.print if procs.master else (lambda *a, **k: None)
+    resume_from = None
+    if checkpoints(run_dir):
+        if not args.resume:
+            raise UserError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
+        resume_from = checkpoints(run_dir)[-1]
+    elif args.resume:
+        raise UserError(f"{run_dir}: no checkpoint to resume from in {checkpoint_dir(run_dir)}")
+
+    if resume_from is not None:
+        meta, states = load_checkpoint(resume_from)
+        tokenizer = tokenizer_from_json(meta["tokenizer"])
+        config = TransformerConfig(**meta["config"])
+        asked = config_from_args(args, config.src_vocab_size) if args.model_flags_given else config
+        if asdict(asked) != asdict(config):
+            diff = ", ".join(
+                f"{k}={v} (asked {asdict(asked)[k]})" for k, v in asdict(config).items() if asdict(asked)[k] != v
+            )
+            raise UserError(f"{resume_from} is a checkpoint of another config: {diff}")
+        seed, dtype = meta["seed"], meta["dtype"]
+        splits = {name: [tuple(p) for p in read_tsv(run_dir / f"{name}.tsv")] for name in ("train", "valid", "test")}
+    else:
+        splits = prepare_data(args)
+        tokenizer = train_tokenizer([t for pair in splits["train"] for t in pair], args.vocab_size)
+        config = config_from_args(args, tokenizer.get_vocab_size())
+        seed, dtype = args.seed, args.dtype
+        if procs.master:
+            checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
+            for name, pairs in splits.items():
+                write_tsv(run_dir / f"{name}.tsv", pairs)
+            (run_dir / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
+
+    train_examples, dropped = make_examples(tokenizer, splits["train"], config.max_len)
+    valid_examples, _ = make_examples(tokenizer, splits["valid"], config.max_len)
+    if dropped:
+        say(f"[yellow]left out {dropped} training pairs longer than max_len={config.max_len} tokens[/]")
+    if not train_examples:
+        raise UserError(f"every training pair is longer than max_len={config.max_len} tokens")
+
+    torch.manual_seed(seed)
+    model = Transformer(config).to(device=device, dtype=getattr(torch, dtype))
+    optimizer, scheduler = make_optimizer(model, config, amsgrad=True)  # see transformer.py, deviation 5
+    step, epoch, position, seconds_before = 0, 0, 0, 0.0
+    if resume_from is not None:
+        model.load_state_dict(states["model"])
+        optimizer.load_state_dict(states["optimizer"])
+        scheduler.load_state_dict(states["scheduler"])
+        step, epoch, position = meta["step"], meta["epoch"], meta["position"]
+        seconds_before = meta.get("train_seconds", 0.0)
+        torch.set_rng_state(states["rng"]["torch"])
+        say(f"resuming {run_dir} at step {step} of {args.steps}")
+    trained = model
+    if procs.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def write_checkpoint() -> Path:
+        path = checkpoint_dir(run_dir) / f"step-{step:07d}.pt"
+        if procs.master:
+            meta_out = {
+                "config": asdict(config),
+                "tokenizer": tokenizer.to_str(),
+                "step": step,
+                "epoch": epoch,
+                "position": position,
+                "seed": seed,
+                "dtype": dtype,
+                "train_seconds": seconds_before + seconds,
+            }
+            states_out = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+            }
+            save_checkpoint(path, meta_out, states_out)
+            for old in checkpoints(run_dir)[: -args.keep]:
+                old.unlink()
+        if procs.world > 1:
+            dist.barrier()  # every rank resumes from the same file, so none runs ahead of its writing
+        return path
+
+    metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if procs.master else None
+
+    def log(record: dict) -> None:
+        if metrics is not None:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+
+    say(
+        f"[bold]{len(train_examples)}[/] training pairs, {len(valid_examples)} validation; shared BPE vocabulary "
+        f"{config.src_vocab_size}; model d_model={config.d_model}, h={config.n_heads}, N={config.n_layers}, "
+        f"d_ff={config.d_ff}, P_drop={config.dropout} on {device}"
+        + (f" x {procs.world} processes" if procs.world > 1 else "")
+    )
+    progress = Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}  {task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not procs.master,
+    )
+    batches = length_batches(train_examples, args.batch_tokens, seed, epoch, min_rows=procs.world)
+    seconds, tokens_seen, pad_share, interrupted = 0.0, 0, [], False
+    last_valid = {}
+    try:
+        with progress:
+            bar = progress.add_task("train", total=args.steps, completed=step, loss=float("nan"), lr=0.0, tps=0.0)
+            while step < args.steps:
+                if position >= len(batches):
+                    epoch, position = epoch + 1, 0
+                    batches = length_batches(train_examples, args.batch_tokens, seed, epoch, min_rows=procs.world)
+                tick = time.perf_counter()
+                batch = batches[position]
+                # N processes see the stream one process sees: each takes every N-th sentence of the global batch
+                mine = [train_examples[i] for i in batch[procs.rank :: procs.world]]
+                src, tgt = collate(mine, device)
+                pad_share.append(padding_share(src, tgt))
+                loss, n_tokens = train_step(trained, model.config, src, tgt, optimizer, scheduler, procs)
+                step, position = step + 1, position + 1
+                tokens_seen += n_tokens
+                seconds += time.perf_counter() - tick  # training only: validation and saving are not counted
+                lr = scheduler.get_last_lr()[0]
+                progress.update(bar, completed=step, loss=loss, lr=lr, tps=tokens_seen / max(seconds, 1e-9))
+                if step % args.log_every == 0 or step == args.steps:
+                    log(
+                        {
+                            "step": step,
+                            "loss": loss,
+                            "lr": lr,
+                            "tokens_per_s": tokens_seen / seconds,
+                            "padding": pad_share[-1],
+                        }
+                    )
+                if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+                    last_valid = validate(model, tokenizer, splits["valid"], valid_examples, args, device, procs)
+                    log({"step": step} | last_valid)
+                if args.save_every and step % args.save_every == 0 and step < args.steps:
+                    write_checkpoint()
+    except KeyboardInterrupt:
+        interrupted = True
+    path = write_checkpoint()  # one is always written when training ends, or is interrupted
+    if interrupted:
+        say(f"[yellow]interrupted at step {step}: saved {path}; continue with --resume[/]")
+        return 130
+    last_valid = validate(model, tokenizer, splits["valid"], valid_examples, args, device, procs)
+    log({"step": step} | last_valid)
+    if metrics is not None:
+        metrics.close()
+    table = Table(title=f"{run_dir}: step {step}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    rows = [
+        ("training time this run", f"{seconds:.1f} s"),
+        ("tokens per second", f"{tokens_seen / max(seconds, 1e-9):,.0f}"),
+        ("padding share of a batch (mean)", f"{100 * sum(pad_share) / max(len(pad_share), 1):.1f}%"),
+        ("validation loss", f"{last_valid.get('valid_loss', float('nan')):.3f}"),
+        ("validation BLEU (greedy)", f"{last_valid.get('valid_bleu', float('nan')):.1f}"),
+        ("checkpoint", str(path)),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    say(table)
+    return 0
+
+
+def train_step(trained, config: TransformerConfig, src: Tensor, tgt: Tensor, optimizer, scheduler, procs: Processes):
+    """One step of teacher forcing over this process's share of the global batch. Returns (the global mean loss,
+    the global number of target tokens).
+
+    The loss is normalised by the number of target tokens of the whole global batch, all-reduced: ranks hold
+    different token counts, and the mean of per-rank means weights a token of a short share more than one of a long
+    share, which is a different and wrong gradient. DistributedDataParallel averages the gradients over the ranks,
+    so each rank's sum is scaled by world / tokens: the average of those is sum over all tokens / tokens."""
+    trained.train()
+    labels = tgt[:, 1:]  # (b, T - 1)
+    n_local = (labels != PAD_ID).sum()
+    n_global = all_sum(n_local, procs)
+    logits = trained(src, tgt[:, :-1])  # (b, T - 1, V)
+    local_sum = label_smoothed_loss(logits, labels, config.label_smoothing, PAD_ID) * n_local
+    loss = local_sum * procs.world / n_global
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    global_mean = all_sum(local_sum.detach(), procs) / n_global
+    return global_mean.item(), int(n_global)
+
+
+def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) -> dict:
+    """Validation loss and greedy BLEU on (up to) the first 200 validation pairs, by rank 0 alone."""
+    result = {}
+    if procs.master and examples:
+        was = model.training
+        result["valid_loss"] = held_out_loss(model, examples, args.batch_tokens, device)
+        some = pairs[:200]
+        hypotheses = translate_texts(model.eval(), tokenizer, [s for s, _ in some], beam=1, alpha=0.0)
+        result["valid_bleu"] = score(hypotheses, [t for _, t in some])["bleu"]
+        model.train(was)
+    if procs.world > 1:
+        dist.barrier()
+    return result
+
+
+# -----------------------------------------------------------------------------
+# evaluate, translate, average
+# -----------------------------------------------------------------------------
+
+
+def evaluate(args: argparse.Namespace, console: Console) -> int:
+    device = device_named(args.device)
+    path = resolve_checkpoint(args.run)
+    meta, states = load_checkpoint(path)
+    model, tokenizer = rebuild_model(meta, states, device).eval(), tokenizer_from_json(meta["tokenizer"])
+    pairs = read_pairs(args.data, args.src, args.tgt, "the test data")
+    if pairs is None:
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        pairs = read_tsv(run_dir / "test.tsv")
+    if not pairs:
+        raise UserError("the test data holds no sentence pairs")
+    start = time.perf_counter()
+    hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam, args.alpha)
+    seconds = time.perf_counter() - start
+    result = score(hypotheses, [t for _, t in pairs])
+    table = Table(title=f"held-out examples ({path.name}, beam {args.beam})")
+    for column in ("source", "reference", "translation", ""):
+        table.add_column(column)
+    for (s, t), h in list(zip(pairs, hypotheses, strict=True))[: args.examples]:
+        table.add_row(s, t, h, "[green]✓[/]" if h == t else "[red]✗[/]")
+    console.print(table)
+    console.print(f"sacreBLEU {result['bleu_signature']}")
+    console.print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
+    if result["bleu_meaningless"]:
+        console.print("[yellow]most references are one word: BLEU counts word 4-grams, so read chrF and exact match[/]")
+    console.print(
+        f"BLEU {result['bleu']:.1f}, exact match {100 * result['exact'] / result['n']:.1f}% "
+        f"({result['exact']}/{result['n']}), beam {args.beam}, after {meta.get('train_seconds', 0.0):.1f} s of training "
+        f"(decoding took {seconds:.1f} s)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result | {"beam": args.beam, "alpha": args.alpha}, indent=2) + "\n")
+    return 0
+
+
+def translate(args: argparse.Namespace, console: Console) -> int:
+    device = device_named(args.device)
+    meta, states = load_checkpoint(resolve_checkpoint(args.run))
+    model, tokenizer = rebuild_model(meta, states, device).eval(), tokenizer_from_json(meta["tokenizer"])
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise UserError("nothing to translate: give sentences as arguments, or one per line on stdin")
+    for translation in translate_texts(model, tokenizer, texts, args.beam, args.alpha):
+        print(translation)
+    if args.plot:
+        plot_alignment(model, tokenizer, texts[0], args.beam, args.alpha, Path(args.plot))
+        console.print(f"cross-attention of {texts[0]!r} drawn to {args.plot}", style="dim")
+    return 0
+
+
+def cross_attention(model, tokenizer, text: str, beam: int, alpha: float) -> tuple[list[str], list[str], Tensor]:
+    """The source pieces, the translation's pieces, and the last decoder layer's cross-attention averaged over its
+    heads, (T, S), read off one teacher-forced pass over the translation the model wrote."""
+    src_ids = encode(tokenizer, [text])[0][: model.config.max_len - 1] + [EOS_ID]
+    src = torch.tensor([src_ids])
+    max_len = min(model.config.max_len - 1, 2 * len(src_ids) + 10)
+    ys = (
+        beam_search(model, src, max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
+        if beam > 1
+        else greedy_decode(model, src, max_len, BOS_ID, EOS_ID)
+    )
+    out = ys[0].tolist()
+    out = out[: out.index(EOS_ID) + 1] if EOS_ID in out else out
+    attention = model.decoder.layers[-1].cross_attn
+    attention.keep_weights = True
+    try:
+        with torch.no_grad():
+            model(src, torch.tensor([out[:-1]]))
+        weights = attention.last_weights[0].mean(dim=0)  # (H, T, S) -> (T, S)
+    finally:
+        attention.keep_weights, attention.last_weights = False, None
+    pieces = lambda ids: [tokenizer.id_to_token(i) for i in ids]  # noqa: E731
+    return pieces(src_ids), pieces(out[1:]), weights
+
+
+def plot_alignment(model, tokenizer, text: str, beam: int, alpha: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source, target, weights = cross_attention(model, tokenizer, text, beam, alpha)
+    fig, ax = plt.subplots(figsize=(1 + 0.55 * len(source), 1 + 0.45 * len(target)))
+    ax.imshow(weights.numpy(), cmap="Blues", vmin=0, aspect="auto")
+    ax.set_xticks(range(len(source)), source, rotation=60, ha="right")
+    ax.set_yticks(range(len(target)), target)
+    ax.set_xlabel("source subwords (keys)")
+    ax.set_ylabel("target subwords (queries)")
+    ax.set_title("cross-attention, last decoder layer, mean over heads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def average(args: argparse.Namespace, console: Console) -> int:
+    """§6.1: the base models use "a single model obtained by averaging the last 5 checkpoints"."""
+    run_dir = Path(args.run)
+    found = checkpoints(run_dir) if run_dir.is_dir() else []
+    if not found:
+        raise UserError(f"{run_dir}: no checkpoints to average")
+    if args.last > len(found):
+        raise UserError(f"--last {args.last} asks for more checkpoints than {run_dir} keeps ({len(found)})")
+    chosen = found[-args.last :]
+    loaded = [load_checkpoint(p) for p in chosen]
+    if any(meta["config"] != loaded[-1][0]["config"] for meta, _ in loaded):
+        raise UserError(f"the last {args.last} checkpoints of {run_dir} have different configs")
+    weights = {}
+    for name, tensor in loaded[-1][1]["model"].items():
+        stack = torch.stack([states["model"][name].double() for _, states in loaded])
+        weights[name] = stack.mean(dim=0).to(tensor.dtype)
+    meta = dict(loaded[-1][0]) | {"averaged": [p.name for p in chosen]}
+    out = Path(args.out)
+    save_checkpoint(out, meta, {"model": weights})
+    console.print(f"averaged {', '.join(p.name for p in chosen)} into {out}")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# The command line
+# -----------------------------------------------------------------------------
+
+
+def unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_data_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--data", metavar="FILE.tsv", help=f"{what}: source<TAB>target per line")
+    parser.add_argument("--src", metavar="FILE", help=f"{what}: source sentences, one per line (with --tgt)")
+    parser.add_argument("--tgt", metavar="FILE", help=f"{what}: their translations, line by line")
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, help="CPU threads per process (default: torch's choice)")
+
+
+def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    add_threads_flag(parser)
+    parser.add_argument("--beam", type=positive_int, default=4, help="beam size; 1 decodes greedily (default: 4)")
+    parser.add_argument("--alpha", type=non_negative_float, default=0.6, help="length penalty (default: 0.6)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="default: cpu")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog=PROG, description="Train, evaluate and use a Transformer on parallel text.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = commands.add_parser("train", help="train a model (the numbers task unless --data or --src/--tgt)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="where the checkpoints, tokenizer and metrics go")
+    add_data_flags(p, "training data")
+    p.add_argument("--valid", metavar="FILE.tsv", help="validation pairs (default: 1%% of the data, by hash)")
+    p.add_argument("--test", metavar="FILE.tsv", help="test pairs (default: 1%% of the data, by hash)")
+    p.add_argument("--task", choices=("numbers",), default="numbers", help="the built-in task (default: numbers)")
+    p.add_argument("--numbers", type=positive_int, default=50_000, help="training pairs of the numbers task")
+    p.add_argument("--vocab-size", type=positive_int, default=300, help="shared BPE vocabulary (default: 300)")
+    p.add_argument("--preset", choices=("base", "big"), help="Table 3's base or big model")
+    p.add_argument("--d-model", dest="d_model", type=positive_int)
+    p.add_argument("--heads", dest="n_heads", type=positive_int)
+    p.add_argument("--layers", dest="n_layers", type=positive_int)
+    p.add_argument("--d-ff", dest="d_ff", type=positive_int)
+    p.add_argument("--dropout", type=unit_float)
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=unit_float)
+    p.add_argument("--warmup", dest="warmup_steps", type=positive_int, help="warm-up steps of Eq. (3)")
+    p.add_argument("--max-len", dest="max_len", type=positive_int, help="longest sentence in tokens (default: 128)")
+    p.add_argument("--steps", type=positive_int, default=500, help="the total number of steps to reach")
+    p.add_argument(
+        "--batch-tokens", type=positive_int, default=600, help="token budget of a global batch (default: 600)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="default: cpu")
+    add_threads_flag(p)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in RUN_DIR")
+    p.add_argument("--keep", type=positive_int, default=5, help="checkpoints kept (default: 5)")
+    p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (default: at the end only)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between validations (default: at the end)")
+    p.add_argument("--log-every", type=positive_int, default=10, help="steps between lines of metrics.jsonl")
+
+    p = commands.add_parser("evaluate", help="BLEU, chrF and exact match on the held-out test split or your file")
+    p.add_argument("run", metavar="RUN_DIR", help="a run directory (its latest checkpoint) or a checkpoint file")
+    add_data_flags(p, "test data")
+    add_decoding_flags(p)
+    p.add_argument("--examples", type=int, default=8, help="examples to show (default: 8)")
+    p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+
+    p = commands.add_parser("translate", help="translate sentences given as arguments or on stdin")
+    p.add_argument("run", metavar="RUN_DIR", help="a run directory (its latest checkpoint) or a checkpoint file")
+    p.add_argument("text", nargs="*", help="sentences (default: one per line on stdin)")
+    add_decoding_flags(p)
+    p.add_argument("--plot", metavar="FILE.png", help="draw the cross-attention of the first sentence")
+
+    p = commands.add_parser("average", help="average the weights of the last K checkpoints (§6.1)")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--last", type=positive_int, default=5, help="how many (default: 5)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the averaged checkpoint")
+
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        args.model_flags_given = args.preset is not None or any(getattr(args, n) is not None for n in MODEL_FLAGS)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    commands = {"train": train, "evaluate": evaluate, "translate": translate, "average": average}
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        return commands[args.command](args, console)
+    except UserError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
