@@ -108,3 +108,6 @@ live: setup ## write live/NN_name.py, stage N with its new pieces blank: make li
 
 check: setup ## check your live/NN_name.py against the tests of stages 1..N, one line each: make check N=4
 	@$(PY) tools/live.py check $(N)
+
+notebooks: setup ## write notebooks/*.ipynb from transformer.py, the stages and the tests, and run them (about 30 s)
+	@$(PY) tools/notebooks.py write

@@ -46,6 +46,8 @@ def shape_of(message: str) -> str:
 
 def first_line(error: BaseException) -> str:
     text = str(getattr(error, "msg", None) or error).strip()
+    if isinstance(error, AssertionError) and text.startswith("assert "):
+        text = ""  # pytest's rewriting of an assert without a message: say what a plain run says
     return text.splitlines()[0] if text else type(error).__name__
 
 
@@ -88,11 +90,15 @@ def report(
     results = [(check, *run_check(check, tf)) for check in checks]
     failures = {check.id: shape_of(message) for check, status, message in results if status == FAIL}
     bugs = likely_bugs(failures, known)
+    hinted: set[str] = set()
     for check, status, message in results:
         if status == PASS:
             console.print(Text.assemble(("✓ ", "green"), check.sentence))
         elif status == BLANK:
-            console.print(Text.assemble(("✗ ", "red"), check.sentence, (f": not written yet: {message}", "yellow")))
+            piece = message.split(":")[0]  # the hint starts with the piece's name: say it in full once only
+            said = message if message not in hinted else piece
+            hinted.add(message)
+            console.print(Text.assemble(("✗ ", "red"), check.sentence, (f": not written yet: {said}", "yellow")))
         else:
             console.print(Text.assemble(("✗ ", "red"), check.sentence, ": ", (message, "red")))
             for words in bugs:
