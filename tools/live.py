@@ -408,9 +408,10 @@ def load_source(source: str, name: str) -> ModuleType:
     return _build(holder, source)  # debug_pitfalls' loader: compiled under its own name, with tracebacks
 
 
-def pitfalls_of(number: int, source: str) -> list[Pitfall]:
-    """The registry's pitfalls and the planted bugs whose edits fall inside stage `number`'s blank pieces."""
-    pieces = {b.piece for b in blanks_of(number)}
+def pitfalls_of(number: int, source: str, pieces: set[str] | None = None) -> list[Pitfall]:
+    """The registry's pitfalls and the planted bugs whose edits fall inside stage `number`'s blank pieces
+    (or inside the given pieces)."""
+    pieces = pieces or {b.piece for b in blanks_of(number)}
     units = unit_of_each_line(source.splitlines())
     found = []
     for pitfall in (*PITFALLS, *PLANTED):
