@@ -157,14 +157,14 @@ def split_of(source: str) -> str:
 # -----------------------------------------------------------------------------
 
 
-def read_lines(path: Path) -> list[str]:
+def read_lines(path: Path, may_be_empty: bool = False) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     data = path.read_bytes()
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    if not any(line.strip() for line in lines):
+    if not may_be_empty and not any(line.strip() for line in lines):
         raise UserError(f"{path}: the file is empty")
     text = []
     for number, line in enumerate(lines, 1):
@@ -177,10 +177,10 @@ def read_lines(path: Path) -> list[str]:
     return text
 
 
-def read_tsv(path: Path) -> list[tuple[str, str]]:
+def read_tsv(path: Path, may_be_empty: bool = False) -> list[tuple[str, str]]:
     """source<TAB>target per line; further columns (Tatoeba's attribution) are ignored; blank lines skipped."""
     pairs = []
-    for number, line in enumerate(read_lines(path), 1):
+    for number, line in enumerate(read_lines(path, may_be_empty), 1):
         if not line.strip():
             continue
         columns = line.split("\t")
@@ -299,7 +299,9 @@ def length_batches(
                 current, wider = [], max(len(examples[i].src), len(examples[i].tgt))
             current.append(i)
             width = wider
-        if current:
+        if len(current) < min_rows and batches:
+            batches[-1].extend(current)  # too few to give every process a sentence: join the batch before
+        elif current:
             batches.append(current)
     rng.shuffle(batches)
     return batches
@@ -623,14 +625,14 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         meta, states = load_checkpoint(resume_from)
         tokenizer = tokenizer_from_json(meta["tokenizer"])
         config = TransformerConfig(**meta["config"])
-        asked = config_from_args(args, config.src_vocab_size) if args.model_flags_given else config
-        if asdict(asked) != asdict(config):
-            diff = ", ".join(
-                f"{k}={v} (asked {asdict(asked)[k]})" for k, v in asdict(config).items() if asdict(asked)[k] != v
-            )
-            raise UserError(f"{resume_from} is a checkpoint of another config: {diff}")
+        # only what was asked for on this command line has to agree with the checkpoint
+        asked = asdict(config_from_args(args, config.src_vocab_size)) if args.preset else {}
+        asked |= {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
+        clash = [f"{k}={getattr(config, k)} (asked {v})" for k, v in asked.items() if getattr(config, k) != v]
+        if clash:
+            raise UserError(f"{resume_from} is a checkpoint of another config: {', '.join(clash)}")
         seed, dtype = meta["seed"], meta["dtype"]
-        splits = {name: [tuple(p) for p in read_tsv(run_dir / f"{name}.tsv")] for name in ("train", "valid", "test")}
+        splits = {name: read_tsv(run_dir / f"{name}.tsv", may_be_empty=True) for name in ("train", "valid", "test")}
     else:
         splits = prepare_data(args)
         tokenizer = train_tokenizer([t for pair in splits["train"] for t in pair], args.vocab_size)
@@ -847,10 +849,11 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
     console.print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
     if result["bleu_meaningless"]:
         console.print("[yellow]most references are one word: BLEU counts word 4-grams, so read chrF and exact match[/]")
+    console.print(f"decoded {result['n']} sentences in {seconds:.1f} s", style="dim")
     console.print(
         f"BLEU {result['bleu']:.1f}, exact match {100 * result['exact'] / result['n']:.1f}% "
-        f"({result['exact']}/{result['n']}), beam {args.beam}, after {meta.get('train_seconds', 0.0):.1f} s of training "
-        f"(decoding took {seconds:.1f} s)"
+        f"({result['exact']}/{result['n']}), beam {args.beam}, after {meta.get('train_seconds', 0.0):.1f} s of training",
+        soft_wrap=True,
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result | {"beam": args.beam, "alpha": args.alpha}, indent=2) + "\n")
@@ -1034,10 +1037,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--last", type=positive_int, default=5, help="how many (default: 5)")
     p.add_argument("--out", required=True, metavar="FILE", help="the averaged checkpoint")
 
-    args = parser.parse_args(argv)
-    if args.command == "train":
-        args.model_flags_given = args.preset is not None or any(getattr(args, n) is not None for n in MODEL_FLAGS)
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
