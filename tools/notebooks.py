@@ -439,6 +439,7 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 600, allow_errors: bool = 
         )
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COLUMNS")}
         env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+        env["IPYTHONDIR"] = str(Path(folder) / "ipython")  # the kernel's profile: not in the home folder
         client = NotebookClient(
             nb,
             km=manager,
