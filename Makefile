@@ -97,6 +97,19 @@ bench: setup ## measure ours vs nn.Transformer, fused attention, the KV cache (a
 bench-quick: setup ## the benchmark at tiny sizes, one repeat: a smoke test in seconds
 	@$(PY) bench/bench.py --quick $(BENCH_ARGS)
 
+# --- translation (translate.py) ---------------------------------------------
+# RUN is the run directory `make translate` starts afresh; TRANSLATE_ARGS go to `translate.py train`.
+RUN ?= runs/numbers
+TRANSLATE_ARGS ?=
+THREADS ?= 1
+
+.PHONY: translate
+
+translate: setup ## train the German->English numbers task on the CPU, then BLEU, exact match and examples (beam 4)
+	@rm -rf $(RUN)
+	@$(PY) translate.py train --out $(RUN) --threads $(THREADS) $(TRANSLATE_ARGS)
+	@$(PY) translate.py evaluate $(RUN) --beam 4 --threads $(THREADS)
+
 # --- write it yourself (tools/live.py, notebooks/) ---------------------------
 # N (declared at the top) picks the stage; SOLUTION=1 writes the finished stage instead of the blanks.
 SOLUTION ?=
