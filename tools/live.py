@@ -195,6 +195,21 @@ PLANTED: tuple[Pitfall, ...] = (
         ),
     ),
     Pitfall(
+        name="source_padding_unmasked",
+        title="No default source padding mask",
+        loud=False,
+        bug="Without a src_mask argument the model masks nothing, so the encoder and the decoder read the padding.",
+        symptom="The same sentence gets another translation when the batch pads it more.",
+        paper="§3.2.3: attention must not look at padding",
+        fix="Default src_mask = padding_mask(src, pad_id).",
+        edits=(
+            Edit(
+                "src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)",
+                "src_mask = None  # (B, 1, 1, S)",
+            ),
+        ),
+    ),
+    Pitfall(
         name="learning_rate_without_d_model_factor",
         title="Learning rate without its d_model^-0.5",
         loud=False,
