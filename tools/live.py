@@ -9,7 +9,8 @@ paper's equation and the shapes in and out; everything the stage had before stay
 imports and the earlier stages' checks pass. The checks are the project's own tests marked
 `@pytest.mark.stage(n)` (tests/conftest.py), each with its parameters: those of stage n that fail when stage
 n's pieces are blank. A failure that reads like a known bug's (debug_pitfalls/registry.py, or one of the
-bugs planted below for pieces the registry has none for) is followed by that bug's words and its fix.
+bugs planted below for pieces the registry has none for) in what the stage adds is followed by that bug's words
+and its fix.
 
     python tools/live.py live N [--solution] [--dir live]
     python tools/live.py check N [--dir live]
@@ -41,6 +42,7 @@ from rich.console import Console  # noqa: E402
 from debug_pitfalls.registry import PITFALLS, Edit, Pitfall  # noqa: E402
 from debug_pitfalls.variants import PitfallDriftError, _build, apply_edits  # noqa: E402
 from stages.bonus.sync import unit_of_each_line  # noqa: E402
+from stages.layout import section_header, section_start, split_parts  # noqa: E402
 from stages.manifest import STAGES, Stage, get_stage, import_file  # noqa: E402
 from tools.checks import BLANK, PASS, Check, report, run_check, shape_of  # noqa: E402
 
@@ -111,6 +113,7 @@ BLANKS: tuple[Blank, ...] = (
         "§3.1: masked self-attention (tgt_mask), attention over memory (src_mask), feed-forward, each in Add & Norm; "
         "(B, T, D) -> (B, T, D)",
     ),
+    Blank(10, "Transformer.embed", "§3.4, §3.5, §5.4: Dropout(embedding(tokens) + PE); tokens (B, L) -> (B, L, D)"),
     Blank(
         10,
         "Transformer.forward",
@@ -195,6 +198,22 @@ PLANTED: tuple[Pitfall, ...] = (
         ),
     ),
     Pitfall(
+        name="source_mask_of_the_first_sentence",
+        title="One sentence's source mask for the whole batch",
+        loud=False,
+        bug="The default source mask is built from the first sentence and broadcast over the batch, so every "
+        "other sentence is masked where the first one has padding.",
+        symptom="A sentence gets another translation in a batch than alone, and padding changes the logits.",
+        paper="§3.2.3: attention must not look at padding (each sentence's own)",
+        fix="Default src_mask = padding_mask(src, pad_id), one row per sentence: (B, 1, 1, S).",
+        edits=(
+            Edit(
+                "src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)",
+                "src_mask = padding_mask(src[:1], self.config.pad_id)  # (1, 1, 1, S)",
+            ),
+        ),
+    ),
+    Pitfall(
         name="source_padding_unmasked",
         title="No default source padding mask",
         loud=False,
@@ -206,6 +225,21 @@ PLANTED: tuple[Pitfall, ...] = (
             Edit(
                 "src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)",
                 "src_mask = None  # (B, 1, 1, S)",
+            ),
+        ),
+    ),
+    Pitfall(
+        name="embedding_dropout_at_eval",
+        title="Embedding dropout still active at eval",
+        loud=False,
+        bug="The dropout after the embeddings is F.dropout, which defaults to training=True, so eval() keeps it on.",
+        symptom="The same input gives two different outputs in eval mode; decoding is noisy.",
+        paper="§5.4: dropout on the sums of the embeddings and the positional encodings, in training",
+        fix="Use the nn.Dropout module (it follows model.eval()) or pass training=self.training.",
+        edits=(
+            Edit(
+                "return self.embed_dropout(self.pos_encoding(embedding(tokens)))",
+                "return F.dropout(self.pos_encoding(embedding(tokens)), self.embed_dropout.p)",
             ),
         ),
     ),
@@ -424,21 +458,26 @@ def load_source(source: str, name: str) -> ModuleType:
 
 
 def pitfalls_of(number: int, source: str, pieces: set[str] | None = None) -> list[Pitfall]:
-    """The registry's pitfalls and the planted bugs whose edits fall inside stage `number`'s blank pieces
-    (or inside the given pieces)."""
-    pieces = pieces or {b.piece for b in blanks_of(number)}
+    """The registry's pitfalls and the planted bugs whose edits all fall inside what stage `number` adds (its
+    section of the source), or inside the given pieces."""
+    parts = split_parts(source, f"stage {number}")
+    offset = len(parts.docstring)
+    start = offset + section_start(parts.code, number)
+    end = offset + (
+        section_start(parts.code, number + 1) if section_header(parts.code, number + 1) else len(parts.code)
+    )
     units = unit_of_each_line(source.splitlines())
     found = []
     for pitfall in (*PITFALLS, *PLANTED):
-        owners = set()
-        for edit in pitfall.edits:
-            at = source.find(edit.old)
-            if at < 0 or source.count(edit.old) != 1:
-                break
-            owners.add(units[source.count("\n", 0, at)])
+        places = [source.find(edit.old) for edit in pitfall.edits]
+        if any(at < 0 or source.count(edit.old) != 1 for at, edit in zip(places, pitfall.edits, strict=True)):
+            continue
+        if pieces is None:
+            inside = all(start <= at < end for at in places)
         else:
-            if owners & pieces:
-                found.append(pitfall)
+            inside = all(units[source.count("\n", 0, at)] in pieces for at in places)
+        if inside:
+            found.append(pitfall)
     return found
 
 
@@ -476,16 +515,22 @@ def stage_checks(number: int, with_known: bool = True) -> StageChecks:
     known: dict[str, dict[str, str]] = {}
     caught: dict[str, list[str]] = {}
     if with_known:
-        for pitfall in pitfalls_of(number, source):
-            try:
-                variant = load_source(apply_edits(source, pitfall), f"planted_{number:02d}_{pitfall.name}")
-            except (PitfallDriftError, SyntaxError):
-                continue
-            for check in checks:
-                status, message = run_check(check, variant)
-                if status != PASS:
-                    known.setdefault(bug_words(pitfall), {})[check.id] = shape_of(message)
-                    caught.setdefault(check.id, []).append(pitfall.name)
+        # the bugs of what this stage adds; then, for a check none of them trips (a property this stage
+        # inherits, such as finite logits for an empty source), the bugs of the stages before it
+        own = pitfalls_of(number, source)
+        earlier = [p for n in range(1, number) for p in pitfalls_of(n, source) if p not in own]
+        for group in (own, earlier):
+            wanted = [c for c in checks if c.id not in caught]
+            for pitfall in group if wanted else ():
+                try:
+                    variant = load_source(apply_edits(source, pitfall), f"planted_{number:02d}_{pitfall.name}")
+                except (PitfallDriftError, SyntaxError):
+                    continue
+                for check in wanted:
+                    status, message = run_check(check, variant)
+                    if status != PASS:
+                        known.setdefault(bug_words(pitfall), {})[check.id] = shape_of(message)
+                        caught.setdefault(check.id, []).append(pitfall.name)
     return StageChecks(number, checks, piece_of, known, caught)
 
 
