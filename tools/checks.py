@@ -81,14 +81,21 @@ def likely_bugs(failures: dict[str, str], known: dict[str, dict[str, str]]) -> l
 
 
 def report(
-    checks: list[Check], tf, known: dict[str, dict[str, str]], console: Console | None = None, title: str = ""
+    checks: list[Check],
+    tf,
+    known: dict[str, dict[str, str]] | Callable[[], dict[str, dict[str, str]]],
+    console: Console | None = None,
+    title: str = "",
 ) -> bool:
-    """Run the checks on tf and print one line each; known: see likely_bugs. True when every check passes."""
+    """Run the checks on tf and print one line each; known: see likely_bugs, or a function that computes it,
+    called only when a check fails. True when every check passes."""
     console = console or Console()
     if title:
         console.print(Text(title, style="bold"))
     results = [(check, *run_check(check, tf)) for check in checks]
     failures = {check.id: shape_of(message) for check, status, message in results if status == FAIL}
+    if callable(known):
+        known = known() if failures else {}
     bugs = likely_bugs(failures, known)
     hinted: set[str] = set()
     for check, status, message in results:
