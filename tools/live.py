@@ -45,6 +45,7 @@ from stages.bonus.sync import unit_of_each_line  # noqa: E402
 from stages.layout import section_header, section_start, split_parts  # noqa: E402
 from stages.manifest import STAGES, Stage, get_stage, import_file  # noqa: E402
 from tools.checks import BLANK, PASS, Check, report, run_check, shape_of  # noqa: E402
+from transformer import OneLineParser  # noqa: E402 - one line on stderr and exit status 2 for bad usage
 
 PROG = "tools/live.py"
 MAIN_STAGES = tuple(s for s in STAGES if not s.bonus)
@@ -608,13 +609,6 @@ def display(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but bad usage costs one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{PROG}: error: {message}\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

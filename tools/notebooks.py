@@ -20,7 +20,6 @@ source and runs them again.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
@@ -42,6 +41,7 @@ from stages.layout import sections, split_parts  # noqa: E402
 from stages.manifest import get_stage  # noqa: E402
 from tools import live  # noqa: E402
 from tools.checks import PASS, run_check, shape_of  # noqa: E402
+from transformer import OneLineParser  # noqa: E402 - one line on stderr and exit status 2 for bad usage
 
 PROG = "tools/notebooks.py"
 FOLDER = REPO / "notebooks"
@@ -503,13 +503,6 @@ def write_all(run: bool = True) -> list[tuple[Path, float]]:
         nbformat.write(nb, path)
         written.append((path, time.perf_counter() - start))
     return written
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but bad usage costs one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{PROG}: error: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
