@@ -54,6 +54,7 @@ PROG = "translate.py"
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"  # ids 0, 1, 2, 3: PAD is the model's pad_id = 0
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 CHECKPOINT_FORMAT = 1
+DEFAULT_STEPS = 500  # of `train`: enough for the numbers task on a CPU
 POOL = 8  # batches' worth of sentences sorted by length together
 
 
@@ -564,7 +565,9 @@ MODEL_FLAGS = ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "warmup_step
 
 
 def config_from_args(args: argparse.Namespace, vocab_size: int) -> TransformerConfig:
-    settings = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 256, "dropout": 0.0, "warmup_steps": 200}
+    # CPU-sized defaults. Warm-up 400 peaks at a learning rate of 6.3e-3: with 200 (8.8e-3) the numbers task
+    # ended between 97.8% and 99.4% exact match over three seeds, with 400 between 99.3% and 99.9% (greedy)
+    settings = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 256, "dropout": 0.0, "warmup_steps": 400}
     if args.preset:
         base = TransformerConfig.paper_big if args.preset == "big" else TransformerConfig.paper_base
         paper = base(vocab_size, vocab_size)
@@ -635,7 +638,10 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         splits = {name: read_tsv(run_dir / f"{name}.tsv", may_be_empty=True) for name in ("train", "valid", "test")}
     else:
         splits = prepare_data(args)
-        tokenizer = train_tokenizer([t for pair in splits["train"] for t in pair], args.vocab_size)
+        # like sentencepiece's input_sentence_size: BPE from an even sample of the training pairs, which is enough
+        # to find the frequent pieces and keeps its cost (which grows faster than the text) small
+        sample = splits["train"][:: max(1, len(splits["train"]) // args.bpe_pairs)][: args.bpe_pairs]
+        tokenizer = train_tokenizer([t for pair in sample for t in pair], args.vocab_size)
         config = config_from_args(args, tokenizer.get_vocab_size())
         seed, dtype = args.seed, args.dtype
         if procs.master:
@@ -996,6 +1002,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--task", choices=("numbers",), default="numbers", help="the built-in task (default: numbers)")
     p.add_argument("--numbers", type=positive_int, default=50_000, help="training pairs of the numbers task")
     p.add_argument("--vocab-size", type=positive_int, default=300, help="shared BPE vocabulary (default: 300)")
+    p.add_argument("--bpe-pairs", type=positive_int, default=10_000, help="pairs the BPE learns from (default: 10000)")
     p.add_argument("--preset", choices=("base", "big"), help="Table 3's base or big model")
     p.add_argument("--d-model", dest="d_model", type=positive_int)
     p.add_argument("--heads", dest="n_heads", type=positive_int)
@@ -1005,7 +1012,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", dest="label_smoothing", type=unit_float)
     p.add_argument("--warmup", dest="warmup_steps", type=positive_int, help="warm-up steps of Eq. (3)")
     p.add_argument("--max-len", dest="max_len", type=positive_int, help="longest sentence in tokens (default: 128)")
-    p.add_argument("--steps", type=positive_int, default=500, help="the total number of steps to reach")
+    p.add_argument(
+        "--steps", type=positive_int, default=DEFAULT_STEPS, help=f"steps to reach (default: {DEFAULT_STEPS})"
+    )
     p.add_argument(
         "--batch-tokens", type=positive_int, default=600, help="token budget of a global batch (default: 600)"
     )
@@ -1014,6 +1023,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_threads_flag(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="print errors only")
     p.add_argument("--keep", type=positive_int, default=5, help="checkpoints kept (default: 5)")
     p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (default: at the end only)")
     p.add_argument("--eval-every", type=int, default=0, help="steps between validations (default: at the end)")
@@ -1042,7 +1052,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = Console(quiet=getattr(args, "quiet", False))
     commands = {"train": train, "evaluate": evaluate, "translate": translate, "average": average}
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
