@@ -67,6 +67,7 @@ FIGURE_NAMES = (
     "residual_stream.png",
     "pitfall_training_curves.png",
     "lr_schedule.png",
+    "translation.png",
 )
 
 # The Chromium flags of a quiet, throw-away browser: no first-run dialogs, no calls home.

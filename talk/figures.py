@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import transformer as tf  # noqa: E402
+import translate as tr  # noqa: E402
 
 FIGURES_DIR = Path(__file__).resolve().parent / "figures"
 PROG = "talk/figures.py"
@@ -53,6 +54,8 @@ PROG = "talk/figures.py"
 # default), so the figures show the model the audience sees learn. The pitfall curves need only the start
 # of training, where the bugs already show.
 DEMO_STEPS: int = inspect.signature(tf.train_toy_model).parameters["steps"].default
+TRANSLATE_STEPS: int = tr.DEFAULT_STEPS  # as many as `make translate` trains
+TRANSLATE_NUMBER = 342_719  # dreihundertzweiundvierzigtausendsiebenhundertneunzehn: units before tens, twice
 PITFALL_STEPS = 80
 PITFALL_BATCH = 16
 SEED = 0
@@ -891,6 +894,88 @@ def draw_lr_schedule(path: Path) -> None:
 
 
 # -----------------------------------------------------------------------------
+# Translation: cross-attention of a German number, and beam search against greedy (translate.py)
+# -----------------------------------------------------------------------------
+
+
+@dataclass
+class TranslationData:
+    source: list[str]  # the German number's BPE pieces, then EOS
+    target: list[str]  # the English pieces the model wrote, then EOS
+    cross: np.ndarray  # (T, S): the last decoder layer's cross-attention, mean over the heads
+    scores: dict[str, dict]  # "greedy", "beam 4": translate.score() on the held-out numbers
+    steps: int
+
+
+def translation_data(
+    steps: int, numbers: int, seed: int = SEED, number: int = TRANSLATE_NUMBER, eval_examples: int | None = None
+) -> TranslationData:
+    """Train the numbers task with `translate.py train` (as `make translate` does), then read one number's
+    cross-attention and score greedy decoding and beam 4 on the held-out numbers (the first eval_examples)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as run:
+        argv = ["train", "--out", run, "--steps", str(steps), "--numbers", str(numbers), "--seed", str(seed)]
+        if tr.main([*argv, "--threads", "1", "--quiet"]) != 0:
+            raise ValueError("translate.py train failed")
+        model, tokenizer = tr.load_model(run), tr.load_tokenizer(run)
+        pairs = tr.read_tsv(Path(run) / "test.tsv")[:eval_examples]
+    source, target, cross = tr.cross_attention(model, tokenizer, tr.german_number(number), beam=4, alpha=0.6)
+    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    scores = {
+        name: tr.score(tr.translate_texts(model, tokenizer, sources, beam, 0.6), references)
+        for name, beam in (("greedy", 1), ("beam 4", 4))
+    }
+    return TranslationData(source, target, cross.numpy(), scores, steps)
+
+
+def crossing_share(data: TranslationData) -> float:
+    """How often the source piece a target word attends to most comes before the one of the word before it:
+    a backward step, which is what writing German units-before-tens in English order takes."""
+    peaks = data.cross.argmax(axis=1)  # (T,)
+    steps = [b < a for a, b in zip(peaks[:-1], peaks[1:], strict=True)]
+    return float(np.mean(steps)) if steps else 0.0
+
+
+def draw_translation(path: Path, data: TranslationData) -> None:
+    backwards = crossing_share(data) > 0
+    title = (
+        "German → English: cross-attention steps back where German writes units before tens"
+        if backwards
+        else "German → English: cross-attention of a German number"
+    )
+    fig, (left, right) = new_figure(title, ncols=2, gridspec_kw={"width_ratios": [1.6, 1]})
+    image = left.imshow(data.cross, cmap=SEQUENTIAL, vmin=0, vmax=1, aspect="auto")
+    left.set_xticks(range(len(data.source)), [p.replace("▁", "_") for p in data.source], rotation=35, ha="right")
+    left.set_yticks(range(len(data.target)), [p.replace("▁", "") for p in data.target])
+    left.set_xlabel("key: German BPE piece")
+    left.set_ylabel("query: the English piece written")
+    left.set_title(f"{TRANSLATE_NUMBER:,}, last decoder layer, mean over the heads")
+    fig.colorbar(image, ax=left, shrink=0.8, label="attention weight")
+    names = list(data.scores)
+    exact = [100 * data.scores[n]["exact"] / data.scores[n]["n"] for n in names]
+    bleu = [data.scores[n]["bleu"] for n in names]
+    x = np.arange(len(names))
+    for offset, values, label, color in ((-0.2, exact, "exact match %", BLUE), (0.2, bleu, "BLEU", GREEN)):
+        bars = right.bar(x + offset, values, width=0.4, label=label, color=color)
+        right.bar_label(bars, fmt="%.1f", fontsize=14)
+    low = min(exact + bleu)
+    right.set_ylim(max(0.0, low - 5), 100.5)
+    right.set_xticks(x, names)
+    right.set_title(f"{data.scores[names[0]]['n']} held-out numbers")
+    right.legend(loc="lower right")
+    fig.text(
+        0.5,
+        0.02,
+        f"trained by translate.py for {data.steps} steps · beam search: beam 4, length penalty α = 0.6 (§6.1)",
+        ha="center",
+        fontsize=16,
+    )
+    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
+    fig.savefig(path)
+
+
+# -----------------------------------------------------------------------------
 # The registry, and generate()
 # -----------------------------------------------------------------------------
 
@@ -904,6 +989,8 @@ class Settings:
     # worker processes for the pitfall runs, which then overlap with the other figures; 0 = all in this one
     workers: int = 0
     eval_examples: int | None = None  # held-out examples for the exact match in the title; None = all
+    translate_steps: int = TRANSLATE_STEPS  # as many as `make translate` trains
+    translate_numbers: int = 50_000  # training pairs of the numbers task, as translate.py's default
 
 
 @dataclass
@@ -967,6 +1054,13 @@ def make_lr_schedule(ctx: Context, path: Path) -> None:
     draw_lr_schedule(path)
 
 
+def make_translation(ctx: Context, path: Path) -> None:
+    s = ctx.settings
+    draw_translation(
+        path, translation_data(s.translate_steps, s.translate_numbers, s.seed, eval_examples=s.eval_examples)
+    )
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     name: str  # the file is talk/figures/<name>.png; the slides embed it by that name
@@ -983,6 +1077,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("residual_stream", "residual-stream norms at every Add & Norm", make_residual),
     FigureSpec("pitfall_training_curves", "the correct model against the silent pitfalls", make_pitfalls),
     FigureSpec("lr_schedule", "the learning-rate schedule of Eq. (3)", make_lr_schedule),
+    FigureSpec("translation", "cross-attention of a German number, beam 4 against greedy", make_translation),
 )
 NAMES = tuple(spec.name for spec in FIGURES)
 

@@ -19,8 +19,16 @@ figures = load_module(ROOT / "talk" / "figures.py")
 tf = figures.tf  # the transformer module the figures draw from
 
 CHEAP = ("masks", "positional_encoding", "mha_shapes", "scaling", "lr_schedule")
-TRAINED = ("attention_heatmaps", "residual_stream", "pitfall_training_curves")
-FEW_STEPS = figures.Settings(demo_steps=10, pitfall_steps=2, pitfall_batch=4, workers=0, eval_examples=20)
+TRAINED = ("attention_heatmaps", "residual_stream", "pitfall_training_curves", "translation")
+FEW_STEPS = figures.Settings(
+    demo_steps=10,
+    pitfall_steps=2,
+    pitfall_batch=4,
+    workers=0,
+    eval_examples=20,
+    translate_steps=3,
+    translate_numbers=400,
+)
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +220,11 @@ def test_pitfall_runs_are_seeded_and_cover_every_silent_pitfall():
     first = figures.train_curve("correct", 3, 4, 0)
     assert first == figures.train_curve("correct", 3, 4, 0), "the same seed gave different losses"
     assert first != figures.train_curve("correct", 3, 4, 1), "a different seed gave the same losses"
+
+
+def test_crossing_share_counts_backward_steps_of_the_attention_peak():
+    forward = np.eye(4)  # each target word attends to the next source piece: no step back
+    crossed = np.eye(4)[[0, 2, 1, 3]]  # "forty two" from "zwei | undvierzig": the peak steps back once in three
+    data = lambda cross: figures.TranslationData([], [], cross, {}, 0)  # noqa: E731
+    assert figures.crossing_share(data(forward)) == 0.0
+    assert figures.crossing_share(data(crossed)) == pytest.approx(1 / 3)
