@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -348,19 +349,27 @@ def device_named(name: str) -> torch.device:
         raise UserError(str(error)) from None
 
 
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
 def start_processes(device_name: str) -> tuple[Processes, torch.device]:
     """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain `python translate.py` sets none and pays nothing."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Processes(), device_named(device_name)
     procs = Processes(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device_name == "mps" or (device_name == "cuda" and not torch.cuda.is_available()):
+        why = "is not supported" if device_name == "mps" else "finds no GPU here"
+        raise UserError(f"torchrun trains on cpu (gloo) or cuda (nccl): --device {device_name} {why}")
     if device_name in ("auto", "cuda") and torch.cuda.is_available():
         torch.cuda.set_device(procs.local_rank)  # one GPU per local rank
         device, backend = torch.device("cuda", procs.local_rank), "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
-    # a finite timeout: a collective that waits on a dead rank fails instead of hanging the job
-    dist.init_process_group(backend, timeout=timedelta(minutes=5))
+    # A rank that dies is torchrun's business: its agent sees the exit and stops the others within a second. The
+    # timeout is for a rank that hangs: its peers' collectives fail instead of waiting forever. It must outlast the
+    # longest stretch rank 0 works alone (validation, a checkpoint), while the others wait at a barrier.
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     return procs, device
 
 
@@ -369,6 +378,22 @@ def all_sum(value: Tensor, procs: Processes) -> Tensor:
         value = value.clone()
         dist.all_reduce(value)
     return value
+
+
+def agree(procs: Processes, what: str, *parts) -> None:
+    """Every rank reads the data, learns the vocabulary and finds the checkpoint to resume from on its own. A rank
+    that sees other files (another node whose run directory is not the shared one, say) would otherwise train on
+    something else in silence, or wait for steps that never come."""
+    if procs.world == 1:
+        return
+    digest = hashlib.sha256(json.dumps(parts, default=str).encode("utf-8")).hexdigest()
+    seen = [None] * procs.world
+    dist.all_gather_object(seen, digest)
+    odd = [rank for rank, d in enumerate(seen) if d != seen[0]]
+    if odd:
+        raise UserError(
+            f"rank {odd[0]} disagrees with rank 0 on {what}: every node must see the same data and run directory"
+        )
 
 
 # -----------------------------------------------------------------------------
@@ -656,6 +681,14 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         say(f"[yellow]left out {dropped} training pairs longer than max_len={config.max_len} tokens[/]")
     if not train_examples:
         raise UserError(f"every training pair is longer than max_len={config.max_len} tokens")
+    agree(
+        procs,
+        "the checkpoint to resume from, the vocabulary or the training data",
+        resume_from.name if resume_from is not None else None,
+        tokenizer.to_str(),
+        asdict(config),
+        splits["train"],
+    )
 
     torch.manual_seed(seed)
     model = Transformer(config).to(device=device, dtype=getattr(torch, dtype))
@@ -673,9 +706,12 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     if procs.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # it sums each gradient over the ranks and divides by their number (see train_step); the only buffer is
+        # the fixed positional encoding, so there is nothing to broadcast before every forward
+        ids = [device.index] if device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
-    def write_checkpoint() -> Path:
+    def write_checkpoint(barrier: bool = True) -> Path:
         path = checkpoint_dir(run_dir) / f"step-{step:07d}.pt"
         if procs.master:
             meta_out = {
@@ -697,7 +733,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
             save_checkpoint(path, meta_out, states_out)
             for old in checkpoints(run_dir)[: -args.keep]:
                 old.unlink()
-        if procs.world > 1:
+        if procs.world > 1 and barrier:
             dist.barrier()  # every rank resumes from the same file, so none runs ahead of its writing
         return path
 
@@ -736,6 +772,11 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                 tick = time.perf_counter()
                 batch = batches[position]
                 # N processes see the stream one process sees: each takes every N-th sentence of the global batch
+                if len(batch) < procs.world:  # every rank holds the same batches, so all of them stop here
+                    raise UserError(
+                        f"a batch of {len(batch)} sentences cannot feed {procs.world} processes: "
+                        "give more training pairs or a larger --batch-tokens"
+                    )
                 mine = [train_examples[i] for i in batch[procs.rank :: procs.world]]
                 src, tgt = collate(mine, device)
                 pad_share.append(padding_share(src, tgt))
@@ -762,7 +803,11 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                     write_checkpoint()
     except KeyboardInterrupt:
         interrupted = True
-    path = write_checkpoint()  # one is always written when training ends, or is interrupted
+        if procs.world > 1:
+            # Ctrl-C reaches every rank at its own point, perhaps inside a collective, and torchrun's agent sends a
+            # second SIGINT: rank 0 saves without waiting at a barrier, deaf to that echo, and every rank leaves
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    path = write_checkpoint(barrier=not interrupted)  # one is always written when training ends, or is interrupted
     if interrupted:
         say(f"[yellow]interrupted at step {step}: saved {path}; continue with --resume[/]")
         return 130
