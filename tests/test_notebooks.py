@@ -5,6 +5,7 @@ notebook carries pass on the finished code and fail on the known bugs of their p
 
 from __future__ import annotations
 
+import linecache
 import re
 import sys
 import time
@@ -147,8 +148,15 @@ def run_cells(cells: list[str], name: str) -> ModuleType:
     module = ModuleType(name)
     sys.modules[name] = module  # dataclasses look their module up
     try:
-        for source in cells:
-            exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+        for i, source in enumerate(cells):
+            filename = f"<{name} cell {i}>"
+            linecache.cache[filename] = (
+                len(source),
+                None,
+                source.splitlines(keepends=True),
+                filename,
+            )  # as IPython does
+            exec(compile(source, filename, "exec"), module.__dict__)
     finally:
         del sys.modules[name]
     return module

@@ -12,6 +12,7 @@ notebook, so that a notebook runs its checks with the same code as `make check`.
 from __future__ import annotations
 
 import inspect
+import linecache
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,16 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def failed_statement(error: BaseException, function: Callable) -> str:
+    """For an assert without a message: the line of the test that failed, which says what was expected."""
+    tb, line = error.__traceback__, ""
+    while tb is not None:
+        if tb.tb_frame.f_code is function.__code__:
+            line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).strip()
+        tb = tb.tb_next
+    return f"failed: {line}" if line else "AssertionError"
+
+
 def run_check(check: Check, tf) -> tuple[str, str]:
     """(PASS, ""), (FAIL, what the test says) or (BLANK, the hint of the piece not written yet)."""
     takes_tf = "tf" in inspect.signature(check.function).parameters
@@ -62,7 +73,8 @@ def run_check(check: Check, tf) -> tuple[str, str]:
         raise
     except BaseException as error:  # noqa: BLE001 - pytest.fail raises a BaseException; report every failure
         if isinstance(error, AssertionError) or type(error).__name__ == "Failed":
-            return FAIL, first_line(error)
+            message = first_line(error)
+            return FAIL, message if message != "AssertionError" else failed_statement(error, check.function)
         return FAIL, f"{type(error).__name__}: {first_line(error)}"
     return PASS, ""
 
