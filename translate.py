@@ -619,11 +619,15 @@ def prepare_data(args) -> dict[str, list[tuple[str, str]]]:
     for pair in train:
         splits[split_of(pair[0])].append(pair)
     for name in ("valid", "test"):
-        given = read_pairs(getattr(args, name), None, None, f"--{name}")
-        if given is not None:
-            splits[name] = given
+        files = getattr(args, name)
+        if files:
+            if len(files) > 2:
+                raise UserError(f"--{name} takes FILE.tsv or SRC_FILE TGT_FILE, got {len(files)} files")
+            given = read_tsv(Path(files[0])) if len(files) == 1 else read_parallel(Path(files[0]), Path(files[1]))
+            # a given split replaces the hashed one, whose pairs go back to training; its sources leave training
             held = {s for s, _ in given}
-            splits["train"] = [p for p in splits["train"] if p[0] not in held]
+            splits["train"] = [p for p in splits["train"] + splits[name] if p[0] not in held]
+            splits[name] = given
     if not splits["train"]:
         raise UserError("no training pairs left after holding out the validation and test splits")
     return splits
@@ -1042,8 +1046,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = commands.add_parser("train", help="train a model (the numbers task unless --data or --src/--tgt)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="where the checkpoints, tokenizer and metrics go")
     add_data_flags(p, "training data")
-    p.add_argument("--valid", metavar="FILE.tsv", help="validation pairs (default: 1%% of the data, by hash)")
-    p.add_argument("--test", metavar="FILE.tsv", help="test pairs (default: 1%% of the data, by hash)")
+    for name in ("valid", "test"):
+        p.add_argument(
+            f"--{name}",
+            nargs="+",
+            metavar="FILE",
+            help=f"{name} pairs as FILE.tsv or SRC_FILE TGT_FILE (default: 1%% of the data, held out by hash)",
+        )
     p.add_argument("--task", choices=("numbers",), default="numbers", help="the built-in task (default: numbers)")
     p.add_argument("--numbers", type=positive_int, default=50_000, help="training pairs of the numbers task")
     p.add_argument("--vocab-size", type=positive_int, default=300, help="shared BPE vocabulary (default: 300)")

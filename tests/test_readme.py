@@ -40,7 +40,7 @@ def test_readme_make_targets_exist():
 
 
 def test_readme_demo_line_has_the_demo_format():
-    (text,) = [b for b in fenced("text") if "exact match" in b]
+    (text,) = [b for b in fenced("text") if "exact match" in b and not b.startswith("BLEU")]
     assert re.fullmatch(r"exact match \d+\.\d% \(\d+/1000\) after \d+\.\d s of training\n", text)
     source = (ROOT / "transformer.py").read_text()
     assert 'f"exact match {100 * hits / N_TEST:.1f}% ({hits}/{N_TEST}) after {seconds:.1f} s of training"' in source
@@ -51,3 +51,12 @@ def test_ci_runs_the_readme_test_command():
     assert commands == ["make demo", "make test"], commands
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, flags=re.M), ".ci/run must call the README's test command"
+
+
+def test_readme_translate_line_has_the_evaluate_format():
+    from tests.test_translate import CLOSING_LINE
+
+    (text,) = [b for b in fenced("text") if b.startswith("BLEU")]
+    assert CLOSING_LINE.fullmatch(text.strip()), (
+        f"the README's make translate line is not what evaluate prints: {text!r}"
+    )

@@ -17,6 +17,8 @@ import torch
 import translate as tr
 
 ROOT = Path(__file__).resolve().parent.parent
+# the last line of `translate.py evaluate` (and so of `make translate`), as the README quotes it
+CLOSING_LINE = re.compile(r"BLEU \d+\.\d, exact match \d+\.\d% \(\d+/\d+\), beam \d+, after \d+\.\d s of training")
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--vocab-size", "120", "--threads", "1"]
 
 
@@ -297,9 +299,7 @@ def test_evaluate_prints_the_signature_and_the_closing_line(numbers_run, capsys)
     out = capsys.readouterr().out
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0" in out
     last = out.strip().splitlines()[-1]
-    assert re.fullmatch(
-        r"BLEU \d+\.\d, exact match \d+\.\d% \(\d+/1000\), beam 2, after \d+\.\d s of training", last
-    ), last
+    assert CLOSING_LINE.fullmatch(last) and "/1000), beam 2, after" in last, last
 
 
 def test_evaluate_says_when_bleu_cannot_mean_anything(numbers_run, tmp_path, capsys):
@@ -412,3 +412,17 @@ def test_the_command_line_prints_no_traceback(tmp_path):
         result.stderr.strip().splitlines() == [result.stderr.strip()]
         and "not a translate.py checkpoint" in result.stderr
     )
+
+
+def test_given_validation_and_test_files_replace_the_hashed_splits(tmp_path, numbers_tsv):
+    pairs = tr.read_tsv(numbers_tsv / "train.tsv")
+    write(tmp_path / "valid.de", "".join(s + "\n" for s, _ in pairs[:5]))
+    write(tmp_path / "valid.en", "".join(t + "\n" for _, t in pairs[:5]))
+    tr.write_tsv(tmp_path / "test.tsv", pairs[5:8])
+    run = tmp_path / "run"
+    flags = ["--valid", str(tmp_path / "valid.de"), str(tmp_path / "valid.en"), "--test", str(tmp_path / "test.tsv")]
+    assert train(run, "--steps", "1", *flags, data=numbers_tsv / "train.tsv") == 0
+    assert tr.read_tsv(run / "valid.tsv") == pairs[:5] and tr.read_tsv(run / "test.tsv") == pairs[5:8]
+    trained = tr.read_tsv(run / "train.tsv")
+    assert len(trained) == len(pairs) - 8, "every other pair trains, the hashed-out ones included"
+    assert not {s for s, _ in trained} & {s for s, _ in pairs[:8]}, "a validation or test sentence is in training"
