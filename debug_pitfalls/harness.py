@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,13 @@ def _label(nodeid: str, impl: str) -> str:
     return f"{name}[{params}]" if params else name
 
 
+def _implementation(item: pytest.Item) -> str:
+    """The file name of a test's `tf` parameter in a plain run (transformer.py or a stage file); "" under a variant."""
+    callspec = getattr(item, "callspec", None)
+    tf = callspec.params.get("tf") if callspec is not None else None
+    return tf.name if isinstance(tf, Path) else ""
+
+
 def _message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
@@ -97,6 +105,15 @@ class _Recorder:
         self.not_proof = not_proof  # tests that fail on transformer.py too: their failures catch nothing
         self.outcome = Outcome(impl)
         self.collect_errors: list[str] = []
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """The reference is transformer.py alone: the stage files' runs of stage-marked tests belong to make test."""
+        if self.impl != REFERENCE:
+            return  # a variant's session holds only that variant (tests/conftest.py)
+        deselected = [i for i in items if _implementation(i) not in ("", REFERENCE)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [i for i in items if i not in deselected]
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         caught = any(f.test not in self.not_proof for f in self.outcome.failures)

@@ -1,4 +1,8 @@
-"""The whole model: properties every correct encoder-decoder Transformer has, weight sharing, and bad input."""
+"""The whole model's interface: the logits and the default masks, and clear errors for bad input and bad settings.
+
+Its properties (causality, padding, batch independence, dropout at eval, weight sharing, empty sources) are in
+tests/test_properties.py, which `make test-bugs` also runs against every deliberately broken variant.
+SRC, TGT and make_model are shared with the other test files."""
 
 from __future__ import annotations
 
@@ -28,91 +32,6 @@ def test_logits_shape_and_default_masks(tf):
     assert logits.shape == (2, 6, 11), "model(src, tgt) must return (B, T, tgt_vocab_size)"
     explicit = model(SRC, TGT, tf.padding_mask(SRC, 0), tf.target_mask(TGT, 0))
     torch.testing.assert_close(logits, explicit, msg="default masks must be padding + subsequent positions")
-
-
-@pytest.mark.stage(10)
-@pytest.mark.parametrize("t", [1, 2, 4])
-def test_decoder_cannot_see_the_future(tf, t):
-    model = make_model(tf)
-    changed = TGT.clone()
-    changed[:, t:] = torch.randint(3, 11, changed[:, t:].shape, generator=torch.Generator().manual_seed(t))
-    before, after = model(SRC, TGT), model(SRC, changed)
-    diff = (before[:, :t] - after[:, :t]).abs().max().item()
-    assert diff <= 1e-12, (
-        f"logits before position {t} changed by {diff:.2e} when only tokens from {t} on changed: the decoder can see the future"
-    )
-    assert not torch.allclose(before[:, t:], after[:, t:]), "changing tokens must change the later logits"
-
-
-@pytest.mark.stage(10)
-def test_appending_source_padding_changes_nothing(tf):
-    model = make_model(tf)
-    padded = torch.cat([SRC, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # three more pads on every source
-    diff = (model(SRC, TGT) - model(padded, TGT)).abs().max().item()
-    assert diff <= 1e-12, (
-        f"appending padding to the source changed the logits by {diff:.2e}: padding is being attended to"
-    )
-
-
-@pytest.mark.stage(10)
-def test_batch_elements_are_independent(tf):
-    model = make_model(tf)
-    batched = model(SRC, TGT)
-    for i in range(2):
-        alone = model(SRC[i : i + 1], TGT[i : i + 1])
-        diff = (batched[i : i + 1] - alone).abs().max().item()
-        assert diff <= 1e-12, (
-            f"sequence {i} gives different logits alone than in a batch ({diff:.2e}): batch elements leak"
-        )
-
-
-@pytest.mark.stage(10)
-def test_eval_is_deterministic_and_training_uses_dropout(tf):
-    torch.manual_seed(0)
-    model = tf.Transformer(small_config(tf, dropout=0.3))
-    model.eval()
-    torch.testing.assert_close(
-        model(SRC, TGT), model(SRC, TGT), rtol=0, atol=0, msg="two eval passes differ: dropout at eval?"
-    )
-    model.train()
-    assert not torch.allclose(model(SRC, TGT), model(SRC, TGT)), "training mode must apply dropout (P_drop=0.3)"
-
-
-@pytest.mark.stage(10)
-def test_output_projection_shares_the_embedding_even_after_a_step(tf):
-    torch.manual_seed(0)
-    model = tf.Transformer(small_config(tf))
-    assert model.generator.weight is model.tgt_embed.weight, "pre-softmax weights must be the embedding (§3.4)"
-    assert model.src_embed.weight is model.tgt_embed.weight, "a shared vocabulary shares the source embedding too"
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    model(SRC, TGT).square().mean().backward()
-    optimizer.step()
-    assert model.generator.weight is model.tgt_embed.weight
-    torch.testing.assert_close(model.generator.weight, model.tgt_embed.weight, msg="tied weights drifted apart")
-    n_unique = len({p.data_ptr() for p in model.parameters()})
-    assert n_unique == len(list(model.parameters())), "parameters() must list the shared matrix once"
-
-
-@pytest.mark.stage(10)
-def test_different_vocabularies_share_only_target_embedding_and_projection(tf):
-    model = tf.Transformer(tf.TransformerConfig(13, 11, d_model=16, n_heads=4, n_layers=1, d_ff=32))
-    assert model.src_embed.weight.shape == (13, 16) and model.tgt_embed.weight.shape == (11, 16)
-    assert model.generator.weight is model.tgt_embed.weight
-    assert model.src_embed.weight is not model.tgt_embed.weight
-
-
-@pytest.mark.stage(10)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_all_padding_source_gives_finite_logits_and_gradients(tf, dtype):
-    torch.manual_seed(0)
-    model = tf.Transformer(small_config(tf)).to(dtype)
-    src = tokens([0, 0, 0], [3, 4, 0])  # the first source is nothing but padding
-    logits = model(src, TGT[:, :4])
-    logits.float().sum().backward()
-    assert torch.isfinite(logits).all(), f"an all-padding source gave NaN/inf logits in {dtype}"
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None), (
-        f"an all-padding source gave non-finite gradients in {dtype}"
-    )
 
 
 # -- bad input -----------------------------------------------------------------------------------------------

@@ -4,11 +4,14 @@
 variant in debug_pitfalls/ and expects every variant to fail at least one of these tests. The tests
 judge behaviour only: they never read source code or look at which variant they are given.
 Most run in float64, so that "unchanged" can mean equal to 1e-9 rather than "close enough".
+The whole-model tests are marked `stage(10)`: in `make test` they also run on every stage from the
+one where the full model arrives (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import pytest
 import torch
@@ -19,11 +22,13 @@ from debug_pitfalls import expensive
 
 EXACT = 1e-9  # float64: what "unchanged" means
 V = 11  # PAD, BOS, EOS and 8 symbols
+# transformer.py's token layout, spelled out: the model arrives in stage 10, its PAD, BOS, ... constants in stage 11
+PAD, BOS, FIRST_SYMBOL = 0, 1, 3
 
 
-def small_config(tf, **overrides):
-    settings = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, max_len=32, warmup_steps=10)
-    return tf.TransformerConfig(V, V, **(settings | overrides))
+def small_config(tf, src_vocab_size: int = V, **overrides):
+    settings = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, max_len=32, warmup_steps=10, pad_id=PAD)
+    return tf.TransformerConfig(src_vocab_size, V, **(settings | overrides))
 
 
 def small_model(tf, seed: int = 0, **overrides) -> nn.Module:
@@ -31,14 +36,29 @@ def small_model(tf, seed: int = 0, **overrides) -> nn.Module:
     return tf.Transformer(small_config(tf, **overrides)).double().eval()
 
 
-def symbols(tf, *shape: int, seed: int) -> torch.Tensor:
+@cache
+def shared_model(tf) -> nn.Module:
+    """small_model(tf), built once per implementation, for the tests that only run it (in eval mode, under
+    torch.no_grad): building it costs more than the forward passes such a test makes. Never train or change it."""
+    return small_model(tf)
+
+
+def symbols(*shape: int, seed: int) -> torch.Tensor:
     """Random non-special tokens."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(tf.FIRST_SYMBOL, V, shape, generator=generator)
+    return torch.randint(FIRST_SYMBOL, V, shape, generator=generator)
 
 
-def with_bos(tf, tokens: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.full((tokens.size(0), 1), tf.BOS), tokens], dim=1)
+def with_bos(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.full((tokens.size(0), 1), BOS), tokens], dim=1)
+
+
+def sources_and_more_padding() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sources of different lengths, as in any batch (the second ends in padding), and the same two with
+    three more padding tokens appended."""
+    src = symbols(2, 5, seed=0)
+    src[1, 3:] = PAD
+    return src, torch.cat([src, torch.full((2, 3), PAD)], dim=1)  # (2, 5), (2, 8)
 
 
 def expect(ok: bool, message: str) -> None:
@@ -209,7 +229,7 @@ def test_each_query_position_is_independent(tf):
 def test_embeddings_are_scaled_by_sqrt_d_model(tf):
     torch.manual_seed(0)
     embed = tf.TokenEmbedding(V, 32)
-    tokens = symbols(tf, 2, 5, seed=0)
+    tokens = symbols(2, 5, seed=0)
     out = embed(tokens)
     expected = embed.weight[tokens] * math.sqrt(32)
     ratio = (out.norm() / embed.weight[tokens].norm()).item()
@@ -223,56 +243,64 @@ def test_positional_encoding_follows_the_paper(tf):
     """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model))."""
     d_model, max_len = 32, 50
     pe = tf.PositionalEncoding(d_model, max_len).pe
-    for pos in range(max_len):
-        for two_i in range(0, d_model, 2):
-            angle = pos / 10000 ** (two_i / d_model)
-            for dim, expected in ((two_i, math.sin(angle)), (two_i + 1, math.cos(angle))):
-                got = pe[pos, dim].item()
-                expect(
-                    abs(got - expected) < 1e-6,
-                    f"PE(pos={pos}, dimension {dim}) is {got:.6f}, but the formula of §3.5 gives "
-                    f"{'sin' if dim % 2 == 0 else 'cos'}({pos} / 10000^({two_i}/{d_model})) = {expected:.6f}",
-                )
+    expect(tuple(pe.shape) == (max_len, d_model), f"pe is {tuple(pe.shape)}, not (max_len, d_model)")
+    formula = torch.tensor(
+        [
+            [f(pos / 10000 ** (two_i / d_model)) for two_i in range(0, d_model, 2) for f in (math.sin, math.cos)]
+            for pos in range(max_len)
+        ],
+        dtype=torch.float64,
+    )  # (max_len, D): sin and cos alternate along D
+    wrong = (~((pe.double() - formula).abs() < 1e-6)).nonzero()  # (n, 2): (pos, dim), NaN counted as wrong
+    if len(wrong):
+        pos, dim = wrong[0].tolist()  # the first wrong entry, position by position
+        two_i = dim - dim % 2
+        expect(
+            False,
+            f"PE(pos={pos}, dimension {dim}) is {pe[pos, dim].item():.6f}, but the formula of §3.5 gives "
+            f"{'sin' if dim % 2 == 0 else 'cos'}({pos} / 10000^({two_i}/{d_model})) = {formula[pos, dim].item():.6f}",
+        )
 
 
-# --- the whole model: masks, padding, dropout, weight tying ---------------------------------
+# --- the whole model, §3 (stage 10 on): masks, padding, batches, dropout, weight tying ------
 
 
+@pytest.mark.stage(10)
 def test_decoder_cannot_see_the_future(tf):
-    """§3.2.3: the output at position i depends on target tokens up to i only."""
-    model = small_model(tf)
-    src = symbols(tf, 2, 6, seed=0)
-    tgt = with_bos(tf, symbols(tf, 2, 6, seed=1))  # (2, 7)
+    """§3.2.3: the output at position i depends on target tokens up to i only. For every position j, all the
+    tokens from j on change at once: no output before j may move, and the output at j must."""
+    model = shared_model(tf)
+    src = symbols(2, 6, seed=0)
+    tgt = with_bos(symbols(2, 6, seed=1))  # (2, 7)
     with torch.no_grad():
         before = model(src, tgt)
         for j in range(1, tgt.size(1)):
             changed = tgt.clone()
-            changed[:, j] = tf.FIRST_SYMBOL + (changed[:, j] - tf.FIRST_SYMBOL + 1) % (V - tf.FIRST_SYMBOL)
+            changed[:, j:] = FIRST_SYMBOL + (changed[:, j:] - FIRST_SYMBOL + 1) % (V - FIRST_SYMBOL)  # all differ
             after = model(src, changed)
             for i in range(j):
                 error = max_diff(after[:, i], before[:, i])
                 expect(
                     error < EXACT,
-                    f"output at position {i} changed (by {error:.3g}) when only the token at position {j} "
+                    f"output at position {i} changed (by {error:.3g}) when only the tokens from position {j} on "
                     f"changed: the decoder can see the future",
                 )
             expect(
                 max_diff(after[:, j], before[:, j]) > EXACT,
-                f"changing the token at position {j} did not change the output at position {j}: "
+                f"changing the tokens from position {j} on did not change the output at position {j}: "
                 f"the decoder does not read its own input",
             )
 
 
+@pytest.mark.stage(10)
 def test_encoder_ignores_padding(tf):
     """Padding appended to a source changes nothing at its real positions."""
-    model = small_model(tf)
-    src = symbols(tf, 2, 5, seed=0)
-    src[1, 3:] = tf.PAD  # sequences of different lengths, as in any batch
-    padded = torch.cat([src, torch.full((2, 3), tf.PAD)], dim=1)  # (2, 8)
+    model = shared_model(tf)
+    src, padded = sources_and_more_padding()
     with torch.no_grad():
-        out = model.encode(src, tf.padding_mask(src, tf.PAD))
-        out_padded = model.encode(padded, tf.padding_mask(padded, tf.PAD))
-    real = (src != tf.PAD)[..., None]  # (2, 5, 1)
+        out = model.encode(src, tf.padding_mask(src, PAD))
+        out_padded = model.encode(padded, tf.padding_mask(padded, PAD))
+    real = (src != PAD)[..., None]  # (2, 5, 1)
     error = max_diff(out_padded[:, :5] * real, out * real)
     expect(
         error < EXACT,
@@ -281,15 +309,16 @@ def test_encoder_ignores_padding(tf):
     )
 
 
+@pytest.mark.stage(10)
 def test_model_ignores_padding(tf):
-    """Padding after the source and after the target changes no logit at a real target position."""
-    model = small_model(tf)
-    src = symbols(tf, 2, 5, seed=0)
-    tgt = with_bos(tf, symbols(tf, 2, 4, seed=1))  # (2, 5)
+    """Padding after the sources (which already differ in length) and after the targets changes no logit at a
+    real target position; the model builds its own masks."""
+    model = shared_model(tf)
+    src, src_padded = sources_and_more_padding()
+    tgt = with_bos(symbols(2, 4, seed=1))  # (2, 5)
+    tgt_padded = torch.cat([tgt, torch.full((2, 2), PAD)], dim=1)  # (2, 7)
     with torch.no_grad():
         logits = model(src, tgt)
-        src_padded = torch.cat([src, torch.full((2, 3), tf.PAD)], dim=1)  # (2, 8)
-        tgt_padded = torch.cat([tgt, torch.full((2, 2), tf.PAD)], dim=1)  # (2, 7)
         logits_padded = model(src_padded, tgt_padded)
     error = max_diff(logits_padded[:, :5], logits)
     expect(
@@ -299,28 +328,53 @@ def test_model_ignores_padding(tf):
     )
 
 
-def test_empty_source_gives_finite_output(tf):
-    """A batch that holds an all-padding source still gives finite logits, and leaves its neighbours alone."""
-    model = small_model(tf)
-    src = symbols(tf, 2, 5, seed=0)
-    src[1] = tf.PAD  # an empty sentence
-    tgt = with_bos(tf, symbols(tf, 2, 4, seed=1))
+@pytest.mark.stage(10)
+def test_batch_elements_are_independent(tf):
+    """A sentence gets the same logits alone as in a batch beside a shorter, padded one and an empty one."""
+    model = shared_model(tf)
+    src = symbols(3, 5, seed=0)
+    src[1, 3:] = PAD  # a shorter sentence
+    src[2] = PAD  # an empty one (its own logits are test_empty_source_gives_finite_logits_and_gradients' business)
+    tgt = with_bos(symbols(3, 4, seed=1))  # (3, 5)
+    tgt[1, 3:] = PAD
     with torch.no_grad():
-        logits = model(src, tgt)
-        alone = model(src[:1], tgt[:1])
+        batched = model(src, tgt)
+        for i, kind in enumerate(["full-length", "padded"]):
+            alone = model(src[i : i + 1], tgt[i : i + 1])
+            error = max_diff(batched[i], alone[0])
+            expect(
+                error < EXACT,
+                f"the {kind} sentence gets logits that differ by {error:.3g} alone and in a batch: "
+                f"batch elements leak into each other",
+            )
+
+
+@pytest.mark.stage(10)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_empty_source_gives_finite_logits_and_gradients(tf, dtype):
+    """A batch that holds an all-padding source still gives finite logits, and finite gradients to every weight."""
+    torch.manual_seed(0)
+    model = tf.Transformer(small_config(tf)).to(dtype)
+    src = symbols(2, 5, seed=0)
+    src[1] = PAD  # an empty sentence
+    tgt = with_bos(symbols(2, 4, seed=1))
+    logits = model(src, tgt)
+    logits.float().sum().backward()
     expect(
         torch.isfinite(logits).all(),
-        "an all-padding source gave NaN logits: its queries have every key masked, and a softmax over a row "
-        "of -inf is 0/0; in training that NaN reaches every weight",
+        f"an all-padding source gave NaN logits in {dtype}: its queries have every key masked, and a softmax "
+        f"over a row of -inf is 0/0",
     )
-    expect(max_diff(logits[:1], alone) < EXACT, "a sequence's logits depend on the other sequences in its batch")
+    bad = [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    expect(not bad, f"an all-padding source gave non-finite gradients in {dtype} to {len(bad)} weights, e.g. {bad[:1]}")
 
 
+@pytest.mark.stage(10)
 def test_eval_mode_is_deterministic(tf):
     """§5.4: dropout regularises training only; model.eval() must give the same output every time."""
     model = small_model(tf, dropout=0.3)
-    src = symbols(tf, 2, 6, seed=0)
-    tgt = with_bos(tf, symbols(tf, 2, 5, seed=1))
+    src = symbols(2, 6, seed=0)
+    tgt = with_bos(symbols(2, 5, seed=1))
     torch.manual_seed(1)
     with torch.no_grad():
         model.train()
@@ -334,15 +388,18 @@ def test_eval_mode_is_deterministic(tf):
     )
 
 
-def test_output_projection_shares_the_embedding(tf):
-    """§3.4: the target embedding and the pre-softmax projection are one matrix, during training too."""
+@pytest.mark.stage(10)
+@pytest.mark.parametrize("src_vocab_size", [V, V + 2], ids=["shared vocabulary", "separate vocabularies"])
+def test_output_projection_shares_the_embedding(tf, src_vocab_size):
+    """§3.4: the target embedding and the pre-softmax projection are one matrix, during training too. With one
+    vocabulary for both languages the source embedding is that matrix as well; with two it is its own."""
     torch.manual_seed(0)
-    config = small_config(tf)
-    model = tf.Transformer(config)
-    optimizer, scheduler = tf.make_optimizer(model, config)
-    src, tgt = tf.make_examples("copy", 8, V - tf.FIRST_SYMBOL, 3, 5, torch.Generator().manual_seed(0))
+    model = tf.Transformer(small_config(tf, src_vocab_size=src_vocab_size))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    src, tgt = symbols(2, 5, seed=0), with_bos(symbols(2, 4, seed=1))  # (2, 5) each
     embedding_before = model.tgt_embed.weight.detach().clone()
-    tf.train_step(model, src, tgt, optimizer, scheduler)
+    F.cross_entropy(model(src, tgt).flatten(0, 1), symbols(10, seed=2)).backward()
+    optimizer.step()
     expect(max_diff(model.tgt_embed.weight, embedding_before) > 0, "a training step did not change the embedding")
     error = max_diff(model.generator.weight, model.tgt_embed.weight)
     expect(
@@ -350,25 +407,37 @@ def test_output_projection_shares_the_embedding(tf):
         f"after one training step the output projection and the target embedding differ by {error:.3g}: "
         f"they are two copies, not one shared matrix (§3.4)",
     )
+    expect(model.generator.weight is model.tgt_embed.weight, "the output projection is not the embedding's Parameter")
+    parameters = list(model.parameters())
+    expect(len({p.data_ptr() for p in parameters}) == len(parameters), "parameters() lists a shared matrix twice")
+    shared = model.src_embed.weight is model.tgt_embed.weight
+    if src_vocab_size == V:
+        expect(shared, "with one vocabulary for both languages the source embedding must be the same matrix too")
+    else:
+        expect(not shared, "two vocabularies need a source embedding of their own")
+        expect(
+            model.src_embed.weight.shape == (src_vocab_size, 32),
+            f"the source embedding is {tuple(model.src_embed.weight.shape)}, not (src_vocab_size, d_model)",
+        )
 
 
 # --- the loss, §5.4 --------------------------------------------------------------------------
 
 
-def logits_and_targets(tf, seed: int = 0):
+def logits_and_targets(seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(3, 6, V, generator=generator, dtype=torch.float64)
-    target = torch.randint(tf.FIRST_SYMBOL, V, (3, 6), generator=generator)
-    target[1, 4:] = tf.PAD
-    target[2, 2:] = tf.PAD
+    target = torch.randint(FIRST_SYMBOL, V, (3, 6), generator=generator)
+    target[1, 4:] = PAD
+    target[2, 2:] = PAD
     return logits, target
 
 
 def test_loss_matches_cross_entropy_without_smoothing(tf):
     """With epsilon_ls = 0 the loss is PyTorch's cross-entropy over the non-padding targets."""
-    logits, target = logits_and_targets(tf)
-    loss = tf.label_smoothed_loss(logits, target, 0.0, tf.PAD)
-    expected = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=tf.PAD)
+    logits, target = logits_and_targets()
+    loss = tf.label_smoothed_loss(logits, target, 0.0, PAD)
+    expected = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD)
     expect(
         abs(loss.item() - expected.item()) < EXACT,
         f"with no smoothing the loss is {loss.item():.4f}, but F.cross_entropy(..., ignore_index=pad) "
@@ -378,12 +447,12 @@ def test_loss_matches_cross_entropy_without_smoothing(tf):
 
 def test_loss_ignores_padding(tf):
     """More padding in a batch (with any logits there) leaves the loss as it was."""
-    logits, target = logits_and_targets(tf)
-    loss = tf.label_smoothed_loss(logits, target, 0.1, tf.PAD)
+    logits, target = logits_and_targets()
+    loss = tf.label_smoothed_loss(logits, target, 0.1, PAD)
     generator = torch.Generator().manual_seed(1)
     more_logits = torch.cat([logits, torch.randn(3, 4, V, generator=generator, dtype=torch.float64)], dim=1)
-    more_target = torch.cat([target, torch.full((3, 4), tf.PAD)], dim=1)
-    padded_loss = tf.label_smoothed_loss(more_logits, more_target, 0.1, tf.PAD)
+    more_target = torch.cat([target, torch.full((3, 4), PAD)], dim=1)
+    padded_loss = tf.label_smoothed_loss(more_logits, more_target, 0.1, PAD)
     expect(
         abs(loss.item() - padded_loss.item()) < EXACT,
         f"appending padding changed the loss from {loss.item():.4f} to {padded_loss.item():.4f}: padding is counted",
