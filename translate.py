@@ -803,6 +803,10 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                 if args.eval_every and step % args.eval_every == 0 and step < args.steps:
                     last_valid = validate(model, tokenizer, splits["valid"], valid_examples, args, device, procs)
                     log({"step": step} | last_valid)
+                    if last_valid:
+                        say(
+                            f"step {step}: validation loss {last_valid['valid_loss']:.3f}, BLEU {last_valid['valid_bleu']:.1f}"
+                        )
                 if args.save_every and step % args.save_every == 0 and step < args.steps:
                     write_checkpoint()
     except KeyboardInterrupt:
@@ -1080,7 +1084,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="print errors only")
     p.add_argument("--keep", type=positive_int, default=5, help="checkpoints kept (default: 5)")
     p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (default: at the end only)")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between validations (default: at the end)")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between validations; 0: at the end only (250)")
     p.add_argument("--log-every", type=positive_int, default=10, help="steps between lines of metrics.jsonl")
 
     p = commands.add_parser("evaluate", help="BLEU, chrF and exact match on the held-out test split or your file")
