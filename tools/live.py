@@ -50,7 +50,7 @@ from transformer import OneLineParser  # noqa: E402 - one line on stderr and exi
 PROG = "tools/live.py"
 MAIN_STAGES = tuple(s for s in STAGES if not s.bonus)
 LAST = MAIN_STAGES[-1].number
-TEST_FILES = ("test_components.py", "test_model.py", "test_parity.py", "test_training.py")
+TEST_FILES = ("test_components.py", "test_model.py", "test_parity.py", "test_properties.py", "test_training.py")
 
 
 @dataclass(frozen=True)
