@@ -711,9 +711,9 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         from torch.nn.parallel import DistributedDataParallel
 
         # it sums each gradient over the ranks and divides by their number (see train_step); the only buffer is
-        # the fixed positional encoding, so there is nothing to broadcast before every forward
+        # the fixed positional encoding, so there is nothing to send before every forward
         ids = [device.index] if device.type == "cuda" else None
-        trained = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        trained = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
     def write_checkpoint(barrier: bool = True) -> Path:
         path = checkpoint_dir(run_dir) / f"step-{step:07d}.pt"
