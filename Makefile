@@ -103,12 +103,22 @@ RUN ?= runs/numbers
 TRANSLATE_ARGS ?=
 THREADS ?= 1
 
-.PHONY: translate
+.PHONY: translate translate-ddp
 
 translate: setup ## train the German->English numbers task on the CPU, then BLEU, exact match and examples (beam 4)
 	@rm -rf $(RUN)
 	@$(PY) translate.py train --out $(RUN) --threads $(THREADS) $(TRANSLATE_ARGS)
 	@$(PY) translate.py evaluate $(RUN) --beam 4 --threads $(THREADS)
+
+# NPROC processes on one machine; the README's "When one machine is not enough" has the multi-GPU and multi-node forms
+NPROC ?= 2
+RUN_DDP ?= runs/numbers-ddp
+
+translate-ddp: setup ## the same numbers task data-parallel: torchrun starts NPROC (2) CPU processes (gloo), then BLEU
+	@rm -rf $(RUN_DDP)
+	@OMP_NUM_THREADS=$(THREADS) $(PY) -m torch.distributed.run --standalone --nproc-per-node $(NPROC) \
+		translate.py train --out $(RUN_DDP) --threads $(THREADS) $(TRANSLATE_ARGS)
+	@$(PY) translate.py evaluate $(RUN_DDP) --beam 4 --threads $(THREADS)
 
 # --- write it yourself (tools/live.py, notebooks/) ---------------------------
 # N (declared at the top) picks the stage; SOLUTION=1 writes the finished stage instead of the blanks.
