@@ -98,13 +98,17 @@ def german_below_1000(n: int, last: bool) -> str:
     return word + (UNITS_DE[units] + "und" if units else "") + TENS_DE[tens]
 
 
-def german_number(n: int) -> str:
-    """342 -> "dreihundertzweiundvierzig", 21007 -> "einundzwanzigtausendsieben": one word, as German writes it."""
+def thousands_and_rest(n: int) -> tuple[int, int]:
     if not 0 <= n < 1_000_000:
         raise ValueError(f"the numbers task covers 0 to 999,999, got {n}")
+    return divmod(n, 1000)
+
+
+def german_number(n: int) -> str:
+    """342 -> "dreihundertzweiundvierzig", 21007 -> "einundzwanzigtausendsieben": one word, as German writes it."""
+    thousands, rest = thousands_and_rest(n)
     if n == 0:
         return "null"
-    thousands, rest = divmod(n, 1000)
     return (german_below_1000(thousands, last=False) + "tausend" if thousands else "") + german_below_1000(rest, True)
 
 
@@ -119,11 +123,9 @@ def english_below_1000(n: int) -> list[str]:
 
 def english_number(n: int) -> str:
     """342 -> "three hundred forty two", 21007 -> "twenty one thousand seven" (no hyphens, no "and")."""
-    if not 0 <= n < 1_000_000:
-        raise ValueError(f"the numbers task covers 0 to 999,999, got {n}")
+    thousands, rest = thousands_and_rest(n)
     if n == 0:
         return "zero"
-    thousands, rest = divmod(n, 1000)
     words = english_below_1000(thousands) + ["thousand"] if thousands else []
     return " ".join(words + english_below_1000(rest))
 
