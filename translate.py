@@ -832,8 +832,8 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         ("training time this run", f"{seconds:.1f} s"),
         ("tokens per second", f"{tokens_seen / max(seconds, 1e-9):,.0f}"),
         ("padding share of a batch (mean)", f"{100 * sum(pad_share) / max(len(pad_share), 1):.1f}%"),
-        ("validation loss", f"{last_valid.get('valid_loss', float('nan')):.3f}"),
-        ("validation BLEU (greedy)", f"{last_valid.get('valid_bleu', float('nan')):.1f}"),
+        ("validation loss", f"{last_valid['valid_loss']:.3f}" if last_valid else "no validation pairs"),
+        ("validation BLEU (greedy)", f"{last_valid['valid_bleu']:.1f}" if last_valid else "no validation pairs"),
         ("checkpoint", str(path)),
     ]
     for row in rows:
