@@ -263,3 +263,26 @@ def test_a_per_rank_mean_loss_gives_another_gradient_and_train_step_does_not(mon
     right = ((token_normalised - whole).norm() / whole.norm()).item()
     assert wrong > 1e-2, f"the per-rank mean should give another gradient here, but differs by only {wrong:.1e}"
     assert right < 1e-12, f"train_step's gradient differs from the whole batch's by {right:.1e} (relative)"
+
+
+def test_ranks_that_see_other_data_stop_with_a_clear_error(monkeypatch):
+    """agree() compares a digest of what each rank read; here rank 1 is made to report another one (in-process: the
+    collective is stood in for, the comparison is what is tested)."""
+
+    def no_collective(seen, digest):
+        raise AssertionError("a single process must not call a collective")
+
+    def gather(seen, digest):
+        seen[:] = [digest, "another digest"]
+
+    monkeypatch.setattr(tr.dist, "all_gather_object", no_collective)
+    tr.agree(tr.Processes(0, 1), "the data", "anything")
+    monkeypatch.setattr(tr.dist, "all_gather_object", gather)
+    with pytest.raises(tr.UserError, match="rank 1 disagrees with rank 0 on the data"):
+        tr.agree(tr.Processes(0, 2), "the data", [("eins", "one")])
+
+    def same(seen, digest):
+        seen[:] = [digest, digest]
+
+    monkeypatch.setattr(tr.dist, "all_gather_object", same)
+    tr.agree(tr.Processes(1, 2), "the data", [("eins", "one")])
