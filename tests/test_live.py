@@ -103,9 +103,9 @@ def test_check_names_the_known_bug_and_solution_restores_the_stage(tmp_path, cap
     assert run_tool(capsys, "live", "3", "--dir", folder).returncode == 0
     path = tmp_path / get_stage(3).path.name
     done = run_tool(capsys, "check", "3", "--dir", folder)
-    assert done.returncode == 1 and "✗ attention equals pytorch sdpa" in done.stdout, done.stdout
+    assert done.returncode == 1 and "✗ attention matches pytorch (no mask)" in done.stdout, done.stdout
     assert "not written yet: scaled_dot_product_attention: Eq. (1)" in done.stdout, done.stdout
-    assert "✓ embedding is scaled by sqrt d model" in done.stdout, "the earlier stages must pass"
+    assert "✓ embeddings are scaled by sqrt d model" in done.stdout, "the earlier stages must pass"
 
     bug = next(p for p in PITFALLS if p.name == "missing_scaling")
     path.write_text(apply_edits(get_stage(3).path.read_text(encoding="utf-8"), bug), encoding="utf-8")
@@ -116,7 +116,7 @@ def test_check_names_the_known_bug_and_solution_restores_the_stage(tmp_path, cap
     assert path.read_text(encoding="utf-8") == get_stage(3).path.read_text(encoding="utf-8")
     assert (tmp_path / (path.name + ".attempt")).read_text(encoding="utf-8") != path.read_text(encoding="utf-8")
     done = run_tool(capsys, "check", "3", "--dir", folder)
-    assert done.returncode == 0 and "✗" not in done.stdout and "5 of 5 checks pass" in done.stdout, done.stdout
+    assert done.returncode == 0 and "✗" not in done.stdout and "10 of 10 checks pass" in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize(
