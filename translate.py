@@ -784,6 +784,11 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                         "give more training pairs or a larger --batch-tokens"
                     )
                 mine = [train_examples[i] for i in batch[procs.rank :: procs.world]]
+                if procs.world > 1 and config.dropout > 0:
+                    # Every rank starts from the same seed: left alone, ranks whose shares have the same shape would
+                    # drop the same units. Seeded from (seed, step, rank) instead, each rank draws its own masks,
+                    # and a resume draws them again without any random state to restore (on GPUs too).
+                    torch.manual_seed((seed * 1_000_003 + step) * procs.world + procs.rank)
                 src, tgt = collate(mine, device)
                 pad_share.append(padding_share(src, tgt))
                 loss, n_tokens = train_step(trained, model.config, src, tgt, optimizer, scheduler, procs)
