@@ -31,16 +31,18 @@ import translate as tr
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-STEPS, RESUME_AT, FAIL_AFTER = 5, 3, 2
+STEPS, RESUME_AT, FAIL_AFTER = 5, 3, 3
 # tiny model, dropout 0, a short warm-up so that 5 steps move the weights by more than rounding
 MODEL = "--d-model 16 --heads 2 --layers 1 --d-ff 32 --dropout 0 --warmup 10 --vocab-size 60 --batch-tokens 160"
 HUNG_AFTER = 120  # seconds: a launch still running by then is a hang (the collective timeout is 30 minutes)
 
-# Rank 1 raises after step FAIL_AFTER; written to the test's directory and launched by torchrun in place of
-# translate.py, so translate.py carries no test hook.
+# Rank 1 raises after step FAIL_AFTER, and each rank notes the random state it starts each step from (dropout draws
+# from it); written to the test's directory and launched by torchrun in place of translate.py, so translate.py
+# carries no test hook.
 FAILING_RANK = """
-import os, sys, time
+import hashlib, os, sys, time
 sys.path.insert(0, {root!r})
+import torch
 import translate
 
 step = 0
@@ -48,6 +50,8 @@ real_step = translate.train_step
 
 def train_step(*args, **kwargs):
     global step
+    with open({stamp!r} + ".rng" + os.environ["RANK"], "a") as f:
+        f.write(hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest() + "\\n")
     result = real_step(*args, **kwargs)
     step += 1
     if os.environ["RANK"] == "1" and step == {fail_after}:
@@ -111,7 +115,9 @@ def runs(tmp_path_factory) -> dict:
     stamp = where / "raised_at"
     failing_script = where / "failing_rank.py"
     failing_script.write_text(FAILING_RANK.format(root=str(ROOT), fail_after=FAIL_AFTER, stamp=str(stamp)))
-    failing = launch(train_args(where / "failing", train, held, "--steps", "50"), script=str(failing_script))
+    # with dropout and a checkpoint every step: wave 2 resumes it after the crash
+    crashing = train_args(where / "failing", train, held, "--steps", "50", "--dropout", "0.1", "--save-every", "1")
+    failing = launch(crashing, script=str(failing_script))
     one_process(train_args(where / "one64", train, held, *f64))
     one_process(train_args(where / "one32", train, held))
     done = {"ddp64": finish(ddp64), "ddp32": finish(ddp32), "failing": finish(failing)}
@@ -121,8 +127,17 @@ def runs(tmp_path_factory) -> dict:
     for later in tr.checkpoints(resumed)[RESUME_AT:]:
         later.unlink()
     assert tr.checkpoints(resumed)[-1].name == f"step-{RESUME_AT:07d}.pt"
-    done["resumed64"] = finish(launch(train_args(resumed, train, held, "--resume")))
-    for name in ("ddp64", "ddp32", "resumed64"):
+    resume = launch(train_args(resumed, train, held, "--resume"))
+    # and the crashed run from its step 1 to step 2, under two processes, with dropout
+    after_crash = where / "after_crash"
+    shutil.copytree(where / "failing", after_crash)
+    for later in tr.checkpoints(after_crash)[1:]:
+        later.unlink()
+    assert tr.checkpoints(after_crash)[-1].name == "step-0000001.pt", "the crashed run saved no step 1"
+    done["resumed64"] = finish(resume)
+    again = ["train", "--out", str(after_crash), "--resume", "--steps", "2", "--threads", "1", "--batch-tokens", "160"]
+    done["after_crash"] = finish(launch(again))
+    for name in ("ddp64", "ddp32", "resumed64", "after_crash"):
         status, output, _ = done[name]
         assert status == 0, f"two-process run {name} failed with status {status}:\n{output[-3000:]}"
     return {"where": where, "train": train, "done": done, "stamp": stamp}
@@ -205,7 +220,22 @@ def test_a_rank_that_raises_ends_the_job_with_a_failure(runs):
     assert runs["stamp"].exists(), "rank 1 never reached the step where it raises"
     waited = ended - float(runs["stamp"].read_text())
     assert waited < 30, f"the job took {waited:.0f} s to end after rank 1 raised: something waits on the dead rank"
-    assert len(tr.checkpoints(runs["where"] / "failing")) == 0, "a checkpoint was written after rank 1 failed"
+    states = [Path(f"{runs['stamp']}.rng{rank}").read_text().split() for rank in (0, 1)]
+    assert len(states[1]) == FAIL_AFTER, "rank 1 did not log each of its steps"
+    same = [step for step, (a, b) in enumerate(zip(*states, strict=False), 1) if a == b]
+    assert not same, f"at steps {same} both ranks drew their dropout masks from the same random state"
+    saved = [p.name for p in tr.checkpoints(runs["where"] / "failing")]
+    assert saved[:2] == ["step-0000001.pt", "step-0000002.pt"] and len(saved) <= FAIL_AFTER, saved
+    for path in tr.checkpoint_dir(runs["where"] / "failing").iterdir():  # a kill mid-save leaves only a .tmp file
+        assert path.name.startswith(".") or tr.load_model(path) is not None
+
+
+def test_a_crashed_two_process_run_with_dropout_resumes_exactly(runs):
+    """Its checkpoint of step 1, resumed to step 2 under two processes, gives the weights it saved at step 2 before
+    rank 1 raised: every rank draws the same dropout masks again (they are seeded by seed, step and rank)."""
+    gaps = differences(runs["where"] / "after_crash", runs["where"] / "failing" / "checkpoints" / "step-0000002.pt")
+    worst = max(gaps, key=gaps.get)
+    assert gaps[worst] == 0.0, f"the resumed step differs by {gaps[worst]:.2e} in {worst}: other dropout masks?"
 
 
 class NoStep:
