@@ -8,7 +8,9 @@ On batches whose two halves hold different numbers of target tokens:
   gradient that is zero in exact arithmetic and so only rounding noise, which Adam (eps = 1e-9) turns into full-size
   steps of random sign (see the README, "When one machine is not enough"). The failure message measures it.
 - a loss averaged per rank gives another gradient (in-process: the test that would have caught that bug).
-- a rank that raises ends the whole job with a non-zero status within seconds.
+- a rank that raises ends the whole job with a non-zero status within seconds; that run trains with dropout, its
+  ranks draw their masks from different random states, and it resumes from its checkpoints exactly.
+- ranks that read other data stop with one clear error.
 
 The launches are slow to start (each process imports torch), so one module fixture starts them all, two at a time.
 """
