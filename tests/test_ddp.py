@@ -12,7 +12,8 @@ On batches whose two halves hold different numbers of target tokens:
   ranks draw their masks from different random states, and it resumes from its checkpoints exactly.
 - ranks that read other data stop with one clear error.
 
-The launches are slow to start (each process imports torch), so one module fixture starts them all, two at a time.
+The launches are slow to start (each process imports torch), so one module fixture starts them all, in two
+waves of concurrent launches.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def runs(tmp_path_factory) -> dict:
         later.unlink()
     assert tr.checkpoints(after_crash)[-1].name == "step-0000001.pt", "the crashed run saved no step 1"
     done["resumed64"] = finish(resume)
+    # (--batch-tokens is not kept in the checkpoint: a resume must repeat it to see the same batches)
     again = ["train", "--out", str(after_crash), "--resume", "--steps", "2", "--threads", "1", "--batch-tokens", "160"]
     done["after_crash"] = finish(launch(again))
     for name in ("ddp64", "ddp32", "resumed64", "after_crash"):
