@@ -130,9 +130,11 @@ def english_number(n: int) -> str:
     return " ".join(words + english_below_1000(rest))
 
 
-def numbers_task(n_train: int, n_valid: int, n_test: int, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
-    """Pairs (German, English) with as many 1-digit as 6-digit numbers; split by the hash of the source, so the
-    held-out numbers are the same whatever the seed and never appear in training."""
+def numbers_task(
+    n_train: int, n_valid: int, n_test: int, seed: int = 0, english_to_german: bool = False
+) -> dict[str, list[tuple[str, str]]]:
+    """Pairs (German, English), or (English, German), with as many 1-digit as 6-digit numbers. Which split a number
+    falls in depends on the hash of its source alone, not on the seed, so a held-out number is never trained on."""
     rng = random.Random(seed)
     wanted = {"train": n_train, "valid": n_valid, "test": n_test}
     splits: dict[str, list[tuple[str, str]]] = {name: [] for name in wanted}
@@ -143,7 +145,7 @@ def numbers_task(n_train: int, n_valid: int, n_test: int, seed: int = 0) -> dict
         if n in seen:
             continue
         seen.add(n)
-        pair = (german_number(n), english_number(n))
+        pair = (english_number(n), german_number(n)) if english_to_german else (german_number(n), english_number(n))
         name = split_of(pair[0])
         if len(splits[name]) < wanted[name]:
             splits[name].append(pair)
@@ -613,7 +615,7 @@ def prepare_data(args) -> dict[str, list[tuple[str, str]]]:
     """The three splits as text pairs. Without --valid / --test they are cut from the training data by hash."""
     train = read_pairs(args.data, args.src, args.tgt, "the training data")
     if train is None:
-        task = numbers_task(args.numbers, 500, 1000)
+        task = numbers_task(args.numbers, 500, 1000, english_to_german=args.task == "numbers-en-de")
         return task
     if not train:
         raise UserError("the training data holds no sentence pairs")
@@ -1064,7 +1066,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             metavar="FILE",
             help=f"{name} pairs as FILE.tsv or SRC_FILE TGT_FILE (default: 1%% of the data, held out by hash)",
         )
-    p.add_argument("--task", choices=("numbers",), default="numbers", help="the built-in task (default: numbers)")
+    p.add_argument(
+        "--task",
+        choices=("numbers", "numbers-en-de"),
+        default="numbers",
+        help="the built-in task: German -> English numbers (default), or English -> German (score it by chrF)",
+    )
     p.add_argument("--numbers", type=positive_int, default=50_000, help="training pairs of the numbers task")
     p.add_argument("--vocab-size", type=positive_int, default=300, help="shared BPE vocabulary (default: 300)")
     p.add_argument("--bpe-pairs", type=positive_int, default=10_000, help="pairs the BPE learns from (default: 10000)")

@@ -71,6 +71,12 @@ def test_the_task_holds_out_numbers_by_hash_and_mixes_magnitudes():
     assert all(tr.split_of(s) == name for name, pairs in splits.items() for s, _ in pairs)
     lengths = {len(t.split()) for _, t in splits["train"]}
     assert min(lengths) == 1 and max(lengths) >= 8, "the task must hold short and long numbers"
+    reverse = tr.numbers_task(300, 10, 10, seed=0, english_to_german=True)
+    english_words = set(tr.UNITS_EN + tr.TEENS_EN + tr.TENS_EN + ["hundred", "thousand", "zero"])
+    for name, pairs in reverse.items():
+        for source, target in pairs:
+            assert set(source.split()) <= english_words and len(target.split()) == 1, (source, target)
+            assert tr.split_of(source) == name, "English -> German is held out by the hash of the English"
 
 
 # -- the user's files ----------------------------------------------------------------------------------------
