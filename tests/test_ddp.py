@@ -12,8 +12,8 @@ On batches whose two halves hold different numbers of target tokens:
   ranks draw their masks from different random states, and it resumes from its checkpoints exactly.
 - ranks that read other data stop with one clear error.
 
-The launches are slow to start (each process imports torch), so one module fixture starts them all, in two
-waves of concurrent launches.
+The launches are slow to start (each process imports torch), so one module fixture starts them all, each as
+soon as what it resumes is there, several at a time.
 """
 
 from __future__ import annotations
@@ -111,36 +111,37 @@ def runs(tmp_path_factory) -> dict:
     where = tmp_path_factory.mktemp("ddp")
     train, held = write_data(where)
     f64 = ("--dtype", "float64")
-    # wave 1: two processes in float64 (a checkpoint every step, for the resume), in float32, and a run whose
-    # rank 1 raises; meanwhile the one-process runs, in this process
+    # first, together: two processes in float64 (a checkpoint every step, for the resume), in float32, and a run
+    # whose rank 1 raises (with dropout and a checkpoint every step, to resume it after the crash); meanwhile the
+    # one-process runs, in this process
     ddp64 = launch(train_args(where / "ddp64", train, held, *f64, "--save-every", "1"))
     ddp32 = launch(train_args(where / "ddp32", train, held))
     stamp = where / "raised_at"
     failing_script = where / "failing_rank.py"
     failing_script.write_text(FAILING_RANK.format(root=str(ROOT), fail_after=FAIL_AFTER, stamp=str(stamp)))
-    # with dropout and a checkpoint every step: wave 2 resumes it after the crash
     crashing = train_args(where / "failing", train, held, "--steps", "50", "--dropout", "0.1", "--save-every", "1")
     failing = launch(crashing, script=str(failing_script))
     one_process(train_args(where / "one64", train, held, *f64))
     one_process(train_args(where / "one32", train, held))
-    done = {"ddp64": finish(ddp64), "ddp32": finish(ddp32), "failing": finish(failing)}
-    # wave 2: resume the float64 run from step RESUME_AT under two processes, with the same data flags
+    done = {"failing": finish(failing)}
+    # then, as soon as it has crashed: resume it from its step 1 to step 2, under two processes, with dropout
+    after_crash = where / "after_crash"
+    shutil.copytree(where / "failing", after_crash)
+    for later in tr.checkpoints(after_crash)[1:]:
+        later.unlink()
+    assert tr.checkpoints(after_crash)[-1].name == "step-0000001.pt", "the crashed run saved no step 1"
+    # (--batch-tokens is not kept in the checkpoint: a resume must repeat it to see the same batches)
+    again = ["train", "--out", str(after_crash), "--resume", "--steps", "2", "--threads", "1", "--batch-tokens", "160"]
+    resume_crashed = launch(again)
+    # and as soon as the float64 run is done: resume it from step RESUME_AT under two processes, same flags
+    done["ddp64"] = finish(ddp64)
     resumed = where / "resumed64"
     shutil.copytree(where / "ddp64", resumed)
     for later in tr.checkpoints(resumed)[RESUME_AT:]:
         later.unlink()
     assert tr.checkpoints(resumed)[-1].name == f"step-{RESUME_AT:07d}.pt"
     resume = launch(train_args(resumed, train, held, "--resume"))
-    # and the crashed run from its step 1 to step 2, under two processes, with dropout
-    after_crash = where / "after_crash"
-    shutil.copytree(where / "failing", after_crash)
-    for later in tr.checkpoints(after_crash)[1:]:
-        later.unlink()
-    assert tr.checkpoints(after_crash)[-1].name == "step-0000001.pt", "the crashed run saved no step 1"
-    done["resumed64"] = finish(resume)
-    # (--batch-tokens is not kept in the checkpoint: a resume must repeat it to see the same batches)
-    again = ["train", "--out", str(after_crash), "--resume", "--steps", "2", "--threads", "1", "--batch-tokens", "160"]
-    done["after_crash"] = finish(launch(again))
+    done |= {"ddp32": finish(ddp32), "after_crash": finish(resume_crashed), "resumed64": finish(resume)}
     for name in ("ddp64", "ddp32", "resumed64", "after_crash"):
         status, output, _ = done[name]
         assert status == 0, f"two-process run {name} failed with status {status}:\n{output[-3000:]}"
