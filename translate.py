@@ -390,9 +390,14 @@ def agree(procs: Processes, what: str, *parts) -> None:
     something else in silence, or wait for steps that never come."""
     if procs.world == 1:
         return
-    digest = hashlib.sha256(json.dumps(parts, default=str).encode("utf-8")).hexdigest()
+    fingerprint = hashlib.sha256()
+    for part in parts:  # a long list (millions of training pairs) goes in chunks, never as one huge string
+        items = part if isinstance(part, list) else [part]
+        for start in range(0, len(items), 10_000):
+            fingerprint.update(json.dumps(items[start : start + 10_000], default=str).encode("utf-8"))
+        fingerprint.update(b"\0")
     seen = [None] * procs.world
-    dist.all_gather_object(seen, digest)
+    dist.all_gather_object(seen, fingerprint.hexdigest())
     odd = [rank for rank, d in enumerate(seen) if d != seen[0]]
     if odd:
         raise UserError(
