@@ -55,6 +55,7 @@ PROG = "translate.py"
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"  # ids 0, 1, 2, 3: PAD is the model's pad_id = 0
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 CHECKPOINT_FORMAT = 1
+DEFAULT_BATCH_TOKENS = 600  # of `train`: about 60 numbers
 DEFAULT_STEPS = 500  # of `train`: enough for the numbers task on a CPU
 POOL = 8  # batches' worth of sentences sorted by length together
 
@@ -673,6 +674,12 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         if clash:
             raise UserError(f"{resume_from} is a checkpoint of another config: {', '.join(clash)}")
         seed, dtype = meta["seed"], meta["dtype"]
+        # the batches depend on the token budget, and the saved position points into those batches
+        if args.batch_tokens is not None and args.batch_tokens != meta["batch_tokens"]:
+            raise UserError(
+                f"{resume_from} was trained with --batch-tokens {meta['batch_tokens']}, not {args.batch_tokens}"
+            )
+        args.batch_tokens = meta["batch_tokens"]
         splits = {name: read_tsv(run_dir / f"{name}.tsv", may_be_empty=True) for name in ("train", "valid", "test")}
     else:
         splits = prepare_data(args)
@@ -682,6 +689,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         tokenizer = train_tokenizer([t for pair in sample for t in pair], args.vocab_size)
         config = config_from_args(args, tokenizer.get_vocab_size())
         seed, dtype = args.seed, args.dtype
+        args.batch_tokens = args.batch_tokens or DEFAULT_BATCH_TOKENS
         if procs.master:
             checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
             for name, pairs in splits.items():
@@ -714,6 +722,8 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         step, epoch, position = meta["step"], meta["epoch"], meta["position"]
         seconds_before = meta.get("train_seconds", 0.0)
         torch.set_rng_state(states["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in states["rng"]:
+            torch.cuda.set_rng_state(states["rng"]["cuda"])  # dropout draws on the GPU there
         say(f"resuming {run_dir} at step {step} of {args.steps}")
     trained = model
     if procs.world > 1:
@@ -724,7 +734,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         ids = [device.index] if device.type == "cuda" else None
         trained = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
-    def write_checkpoint(barrier: bool = True) -> Path:
+    def write_checkpoint() -> Path:
         path = checkpoint_dir(run_dir) / f"step-{step:07d}.pt"
         if procs.master:
             meta_out = {
@@ -735,18 +745,20 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                 "position": position,
                 "seed": seed,
                 "dtype": dtype,
+                "batch_tokens": args.batch_tokens,
                 "train_seconds": seconds_before + seconds,
             }
             states_out = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state()},
+                "rng": {"torch": torch.get_rng_state()}
+                | ({"cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
             }
             save_checkpoint(path, meta_out, states_out)
             for old in checkpoints(run_dir)[: -args.keep]:
                 old.unlink()
-        if procs.world > 1 and barrier:
+        if procs.world > 1:
             dist.barrier()  # every rank resumes from the same file, so none runs ahead of its writing
         return path
 
@@ -775,10 +787,20 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     batches = length_batches(train_examples, args.batch_tokens, seed, epoch, min_rows=procs.world)
     seconds, tokens_seen, pad_share, interrupted = 0.0, 0, [], False
     last_valid = {}
+    # Ctrl-C only raises a flag, and training stops between two steps: an interrupt inside a step would save the
+    # weights of one step under the number of the step before. Under torchrun the ranks agree on it at every step.
+    stop = {"asked": False}
+
+    def ask_to_stop(signum, frame):
+        stop["asked"] = True
+
+    previous_handler = signal.signal(signal.SIGINT, ask_to_stop)
     try:
         with progress:
             bar = progress.add_task("train", total=args.steps, completed=step, loss=float("nan"), lr=0.0, tps=0.0)
             while step < args.steps:
+                if all_sum(torch.tensor([float(stop["asked"])], device=device), procs).item() > 0:
+                    raise KeyboardInterrupt
                 if position >= len(batches):
                     epoch, position = epoch + 1, 0
                     batches = length_batches(train_examples, args.batch_tokens, seed, epoch, min_rows=procs.world)
@@ -825,11 +847,12 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                     write_checkpoint()
     except KeyboardInterrupt:
         interrupted = True
-        if procs.world > 1:
-            # Ctrl-C reaches every rank at its own point, perhaps inside a collective, and torchrun's agent sends a
-            # second SIGINT: rank 0 saves without waiting at a barrier, deaf to that echo, and every rank leaves
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-    path = write_checkpoint(barrier=not interrupted)  # one is always written when training ends, or is interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    if interrupted and procs.world > 1:
+        # torchrun's agent passes a Ctrl-C on as a second SIGINT: the save must not be cut short by that echo
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    path = write_checkpoint()  # one is always written when training ends, or is interrupted
     if interrupted:
         say(f"[yellow]interrupted at step {step}: saved {path}; continue with --resume[/]")
         return 130
@@ -1093,7 +1116,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--steps", type=positive_int, default=DEFAULT_STEPS, help=f"steps to reach (default: {DEFAULT_STEPS})"
     )
     p.add_argument(
-        "--batch-tokens", type=positive_int, default=600, help="token budget of a global batch (default: 600)"
+        "--batch-tokens",
+        type=positive_int,
+        help=f"token budget of a global batch (default: {DEFAULT_BATCH_TOKENS}; a resume keeps the run's)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="default: cpu")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -219,21 +220,25 @@ def test_a_kill_during_a_save_leaves_the_latest_checkpoint_intact(tmp_path, numb
     assert tr.load_model(run) is not None, "the latest checkpoint must still load"
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_picks_it_up(tmp_path, numbers_tsv, monkeypatch, capsys):
+def test_ctrl_c_finishes_the_step_saves_it_and_resume_picks_it_up(tmp_path, numbers_tsv, monkeypatch, capsys):
     run, calls = tmp_path / "run", []
     real_step = tr.train_step
 
     def interrupted_step(*args, **kwargs):
         calls.append(1)
         if len(calls) == 4:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of step 4
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(tr, "train_step", interrupted_step)
     assert train(run, "--steps", "10", data=numbers_tsv / "train.tsv") == 130
-    assert [p.name for p in tr.checkpoints(run)] == ["step-0000003.pt"]
-    assert "interrupted at step 3" in capsys.readouterr().out
     monkeypatch.undo()
+    assert [p.name for p in tr.checkpoints(run)] == ["step-0000004.pt"]
+    assert "interrupted at step 4" in capsys.readouterr().out
+    assert train(tmp_path / "four", "--steps", "4", data=numbers_tsv / "train.tsv") == 0
+    interrupted, four = weights(run), weights(tmp_path / "four")
+    assert all(torch.equal(interrupted[k], four[k]) for k in four), "the checkpoint of step 4 holds other weights"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "training must give Ctrl-C back"
     assert train(run, "--steps", "6", "--resume", data=numbers_tsv / "train.tsv") == 0
     assert tr.load_checkpoint(tr.checkpoints(run)[-1])[0]["step"] == 6
 
@@ -389,6 +394,7 @@ def test_bad_runs_get_one_line_and_leave_the_run_directory_alone(tmp_path, numbe
             ["train", "--out", str(run), "--resume", "--d-model", "32", "--heads", "2"],
             "checkpoint of another config: d_model=16 (asked 32)",
         ),
+        (["train", "--out", str(run), "--resume", "--batch-tokens", "999"], "was trained with --batch-tokens 600"),
         (["evaluate", str(tmp_path / "empty_run")], "no checkpoint in"),
         (["translate", str(tmp_path / "nowhere"), "eins"], "no such run directory or checkpoint file"),
         (["evaluate", str(tmp_path / "garbage.pt")], "garbage.pt: not a translate.py checkpoint"),
