@@ -649,9 +649,9 @@ def beam_search(
     eos_id stays in its beam with its score frozen, competing with the live ones; at max_len the
     live ones are cut off and count as answers, as in greedy_decode. A sentence is done when its
     best finished hypothesis beats every live one's best possible final score (log P only falls,
-    so s / lp(max_len) bounds a live score s): stopping early never changes an answer, and a
-    sentence gets the same answer alone or in a batch. Every sentence and beam goes through one
-    decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and with
+    so s / lp(max_len) bounds a live score s): stopping early never changes an answer, so what
+    a sentence gets does not depend on the others in its batch. Every sentence and beam goes
+    through one decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and with
     return_scores=True also each answer's log P / lp (B,). beam_size=1 is greedy_decode.
     """
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
