@@ -601,7 +601,7 @@ MODEL_FLAGS = ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "warmup_step
 
 def config_from_args(args: argparse.Namespace, vocab_size: int) -> TransformerConfig:
     # CPU-sized defaults. Warm-up 400 peaks at a learning rate of 6.3e-3: with 200 (8.8e-3) the numbers task
-    # ended between 97.8% and 99.4% exact match over three seeds, with 400 between 99.3% and 99.9% (greedy)
+    # ended between 97.8% and 99.4% exact match over three seeds after 500 steps, with 400 between 99.3% and 99.9%
     settings = {"d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 256, "dropout": 0.0, "warmup_steps": 400}
     if args.preset:
         base = TransformerConfig.paper_big if args.preset == "big" else TransformerConfig.paper_base
@@ -621,8 +621,9 @@ def prepare_data(args) -> dict[str, list[tuple[str, str]]]:
     """The three splits as text pairs. Without --valid / --test they are cut from the training data by hash."""
     train = read_pairs(args.data, args.src, args.tgt, "the training data")
     if train is None:
-        task = numbers_task(args.numbers, 500, 1000, english_to_german=args.task == "numbers-en-de")
-        return task
+        if args.valid or args.test:
+            raise UserError("--valid and --test go with your own data (--data, or --src and --tgt)")
+        return numbers_task(args.numbers, 500, 1000, english_to_german=args.task == "numbers-en-de")
     if not train:
         raise UserError("the training data holds no sentence pairs")
     splits = {"train": [], "valid": [], "test": []}

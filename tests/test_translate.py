@@ -352,13 +352,29 @@ def test_translate_reads_arguments_or_stdin_and_draws_the_alignment(numbers_run,
         ),
         ({"a.de": "eins\nzwei\n", "a.en": "one\n"}, ["--src", "{d}/a.de", "--tgt", "{d}/a.en"], "a.de has 2 lines but"),
         ({"a.de": "eins\n"}, ["--src", "{d}/a.de"], "--src and --tgt come together"),
+        ({"v.tsv": "eins\tone\n"}, ["--valid", "{d}/v.tsv"], "--valid and --test go with your own data"),
+        (
+            {"a.tsv": "eins\tone\n"},
+            ["--data", "{d}/a.tsv", "--test", "{d}/a.tsv", "{d}/a.tsv", "{d}/a.tsv"],
+            "--test takes FILE.tsv or SRC_FILE TGT_FILE, got 3",
+        ),
         (
             {"a.tsv": "eins\tone\n"},
             ["--data", "{d}/a.tsv", "--d-model", "30", "--heads", "4"],
             "d_model must be divisible",
         ),
     ],
-    ids=["missing", "empty", "no-tab", "not-utf8", "line-counts", "src-alone", "bad-config"],
+    ids=[
+        "missing",
+        "empty",
+        "no-tab",
+        "not-utf8",
+        "line-counts",
+        "src-alone",
+        "valid-without-data",
+        "three-test-files",
+        "bad-config",
+    ],
 )
 def test_bad_training_input_gets_one_line_and_exit_2(tmp_path, capsys, files, flags, words):
     for name, content in files.items():
