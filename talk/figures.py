@@ -55,6 +55,7 @@ PROG = "talk/figures.py"
 # of training, where the bugs already show.
 DEMO_STEPS: int = inspect.signature(tf.train_toy_model).parameters["steps"].default
 TRANSLATE_STEPS: int = tr.DEFAULT_STEPS  # as many as `make translate` trains
+AVERAGE_LAST, AVERAGE_EVERY = 5, 25  # as `make translate`: the last 5 checkpoints, 25 steps apart, averaged (§6.1)
 TRANSLATE_NUMBER = 342_719  # dreihundertzweiundvierzigtausendsiebenhundertneunzehn: units before tens, twice
 PITFALL_STEPS = 80
 PITFALL_BATCH = 16
@@ -905,20 +906,26 @@ class TranslationData:
     cross: np.ndarray  # (T, S): the last decoder layer's cross-attention, mean over the heads
     scores: dict[str, dict]  # "greedy", "beam 4": translate.score() on the held-out numbers
     steps: int
+    averaged: int = AVERAGE_LAST  # how many of the last checkpoints the model is the average of
 
 
 def translation_data(
     steps: int, numbers: int, seed: int = SEED, number: int = TRANSLATE_NUMBER, eval_examples: int | None = None
 ) -> TranslationData:
-    """Train the numbers task with `translate.py train` (as `make translate` does), then read one number's
+    """Train the numbers task with `translate.py train` and average (as `make translate` does), then read one number's
     cross-attention and score greedy decoding and beam 4 on the held-out numbers (the first eval_examples)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as run:
         argv = ["train", "--out", run, "--steps", str(steps), "--numbers", str(numbers), "--seed", str(seed)]
-        if tr.main([*argv, "--threads", "1", "--quiet"]) != 0:
+        keep = ["--save-every", str(AVERAGE_EVERY), "--keep", str(AVERAGE_LAST), "--threads", "1", "--quiet"]
+        averaged = str(Path(run) / "averaged.pt")
+        if tr.main([*argv, *keep]) != 0:
             raise ValueError("translate.py train failed")
-        model, tokenizer = tr.load_model(run), tr.load_tokenizer(run)
+        last = min(AVERAGE_LAST, len(tr.checkpoints(Path(run))))  # fewer when it trains only a few steps
+        if tr.main(["average", run, "--last", str(last), "--out", averaged]) != 0:
+            raise ValueError("translate.py average failed")
+        model, tokenizer = tr.load_model(averaged), tr.load_tokenizer(averaged)
         pairs = tr.read_tsv(Path(run) / "test.tsv")[:eval_examples]
     source, target, cross = tr.cross_attention(model, tokenizer, tr.german_number(number), beam=4, alpha=0.6)
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
@@ -926,7 +933,7 @@ def translation_data(
         name: tr.score(tr.translate_texts(model, tokenizer, sources, beam, 0.6), references)
         for name, beam in (("greedy", 1), ("beam 4", 4))
     }
-    return TranslationData(source, target, cross.numpy(), scores, steps)
+    return TranslationData(source, target, cross.numpy(), scores, steps, last)
 
 
 def crossing_share(data: TranslationData) -> float:
@@ -967,7 +974,8 @@ def draw_translation(path: Path, data: TranslationData) -> None:
     fig.text(
         0.5,
         0.02,
-        f"trained by translate.py for {data.steps} steps · beam search: beam 4, length penalty α = 0.6 (§6.1)",
+        f"trained by translate.py for {data.steps} steps, the last {data.averaged} checkpoints averaged · "
+        "beam search: beam 4, length penalty α = 0.6 (§6.1)",
         ha="center",
         fontsize=16,
     )
