@@ -968,9 +968,8 @@ def translate(args: argparse.Namespace, console: Console) -> int:
         raise UserError("nothing to translate: give sentences as arguments, or one per line on stdin")
     too_long = sum(len(ids) + 1 > model.config.max_len for ids in encode(tokenizer, texts))
     if too_long:  # translate_texts keeps the first max_len tokens of such a sentence
-        print(
-            f"{PROG}: {too_long} sentences longer than max_len={model.config.max_len} tokens are cut", file=sys.stderr
-        )
+        what = "1 sentence is" if too_long == 1 else f"{too_long} sentences are"
+        print(f"{PROG}: {what} longer than max_len={model.config.max_len} tokens and cut to it", file=sys.stderr)
     for translation in translate_texts(model, tokenizer, texts, args.beam, args.alpha):
         print(translation)
     if args.plot:
