@@ -314,15 +314,17 @@ def length_batches(
     return batches
 
 
+def pad(rows: list[list[int]]) -> Tensor:
+    """Token id lists, padded to the longest: (B, L)."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), PAD_ID, dtype=torch.long)  # (B, L)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
 def collate(examples: list[Example], device: torch.device) -> tuple[Tensor, Tensor]:
     """Pad to the longest of the batch: src (B, S), tgt (B, T)."""
-    S, T = max(len(e.src) for e in examples), max(len(e.tgt) for e in examples)
-    src = torch.full((len(examples), S), PAD_ID, dtype=torch.long)  # (B, S)
-    tgt = torch.full((len(examples), T), PAD_ID, dtype=torch.long)  # (B, T)
-    for row, e in enumerate(examples):
-        src[row, : len(e.src)] = torch.tensor(e.src)
-        tgt[row, : len(e.tgt)] = torch.tensor(e.tgt)
-    return src.to(device), tgt.to(device)
+    return pad([e.src for e in examples]).to(device), pad([e.tgt for e in examples]).to(device)
 
 
 def padding_share(src: Tensor, tgt: Tensor) -> float:
@@ -516,10 +518,17 @@ def rebuild_model(meta: dict, states: dict, device: torch.device | str = "cpu") 
     return model.to(device=device, dtype=getattr(torch, meta.get("dtype", "float32")))
 
 
+def load_run(where: str | Path, device: torch.device | str = "cpu"):
+    """(checkpoint path, its meta, the model in eval mode, the tokenizer), from one read of the checkpoint of a run
+    directory (its latest) or of a checkpoint file."""
+    path = resolve_checkpoint(where)
+    meta, states = load_checkpoint(path)
+    return path, meta, rebuild_model(meta, states, device).eval(), tokenizer_from_json(meta["tokenizer"])
+
+
 def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> Transformer:
     """The trained Transformer from the latest checkpoint of run_dir (or from a checkpoint file), in eval mode."""
-    meta, states = load_checkpoint(resolve_checkpoint(run_dir))
-    return rebuild_model(meta, states, device).eval()
+    return load_run(run_dir, device)[2]
 
 
 def load_tokenizer(run_dir: str | Path):
@@ -533,25 +542,30 @@ def load_tokenizer(run_dir: str | Path):
 # -----------------------------------------------------------------------------
 
 
+def source_ids(tokenizer, texts: list[str], max_len: int) -> tuple[list[list[int]], int]:
+    """Each text's pieces and EOS, cut to max_len tokens; and how many had to be cut."""
+    ids = [s + [EOS_ID] for s in encode(tokenizer, texts)]
+    cut = sum(len(s) > max_len for s in ids)
+    return [s[: max_len - 1] + [EOS_ID] if len(s) > max_len else s for s in ids], cut
+
+
+def decode_batch(model, src: Tensor, beam: int, alpha: float) -> Tensor:
+    """src (b, S) -> answers (b, <= max_len + 1): greedy at beam 1, beam search above."""
+    max_len = min(model.config.max_len - 1, 2 * src.size(1) + 10)  # an answer rarely runs past twice its source
+    if beam == 1:
+        return greedy_decode(model, src, max_len, BOS_ID, EOS_ID)
+    return beam_search(model, src, max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
+
+
 def translate_texts(model, tokenizer, texts: list[str], beam: int, alpha: float, batch_size: int = 200) -> list[str]:
     """Beam search (greedy at beam 1) over sentences sorted by length, so a batch holds little padding."""
     device = next(model.parameters()).device
-    ids = [s + [EOS_ID] for s in encode(tokenizer, texts)]
-    limit = model.config.max_len
-    ids = [s[: limit - 1] + [EOS_ID] if len(s) > limit else s for s in ids]
+    ids, _ = source_ids(tokenizer, texts, model.config.max_len)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(ids)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        S = max(len(ids[i]) for i in chunk)
-        src = torch.full((len(chunk), S), PAD_ID, dtype=torch.long)  # (b, S)
-        for row, i in enumerate(chunk):
-            src[row, : len(ids[i])] = torch.tensor(ids[i])
-        max_len = min(limit - 1, 2 * S + 10)  # an answer rarely runs past twice its source
-        if beam == 1:
-            ys = greedy_decode(model, src.to(device), max_len, BOS_ID, EOS_ID)  # (b, <= max_len + 1)
-        else:
-            ys = beam_search(model, src.to(device), max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
+        ys = decode_batch(model, pad([ids[i] for i in chunk]).to(device), beam, alpha)  # (b, <= max_len + 1)
         for row, i in enumerate(chunk):
             out[i] = decode(tokenizer, ys[row].cpu())
     return out
@@ -634,7 +648,11 @@ def prepare_data(args) -> dict[str, list[tuple[str, str]]]:
         if files:
             if len(files) > 2:
                 raise UserError(f"--{name} takes FILE.tsv or SRC_FILE TGT_FILE, got {len(files)} files")
-            given = read_tsv(Path(files[0])) if len(files) == 1 else read_parallel(Path(files[0]), Path(files[1]))
+            given = (
+                read_pairs(files[0], None, None, f"--{name}")
+                if len(files) == 1
+                else read_pairs(None, *files, f"--{name}")
+            )
             # a given split replaces the hashed one, whose pairs go back to training; its sources leave training
             held = {s for s, _ in given}
             splits["train"] = [p for p in splits["train"] + splits[name] if p[0] not in held]
@@ -922,10 +940,7 @@ def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) 
 
 
 def evaluate(args: argparse.Namespace, console: Console) -> int:
-    device = device_named(args.device)
-    path = resolve_checkpoint(args.run)
-    meta, states = load_checkpoint(path)
-    model, tokenizer = rebuild_model(meta, states, device).eval(), tokenizer_from_json(meta["tokenizer"])
+    path, meta, model, tokenizer = load_run(args.run, device_named(args.device))
     pairs = read_pairs(args.data, args.src, args.tgt, "the test data")
     if pairs is None:
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -960,13 +975,11 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
 
 
 def translate(args: argparse.Namespace, console: Console) -> int:
-    device = device_named(args.device)
-    meta, states = load_checkpoint(resolve_checkpoint(args.run))
-    model, tokenizer = rebuild_model(meta, states, device).eval(), tokenizer_from_json(meta["tokenizer"])
+    _, _, model, tokenizer = load_run(args.run, device_named(args.device))
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise UserError("nothing to translate: give sentences as arguments, or one per line on stdin")
-    too_long = sum(len(ids) + 1 > model.config.max_len for ids in encode(tokenizer, texts))
+    _, too_long = source_ids(tokenizer, texts, model.config.max_len)
     if too_long:  # translate_texts keeps the first max_len tokens of such a sentence
         what = "1 sentence is" if too_long == 1 else f"{too_long} sentences are"
         print(f"{PROG}: {what} longer than max_len={model.config.max_len} tokens and cut to it", file=sys.stderr)
@@ -981,15 +994,9 @@ def translate(args: argparse.Namespace, console: Console) -> int:
 def cross_attention(model, tokenizer, text: str, beam: int, alpha: float) -> tuple[list[str], list[str], Tensor]:
     """The source pieces, the translation's pieces, and the last decoder layer's cross-attention averaged over its
     heads, (T, S), read off one teacher-forced pass over the translation the model wrote."""
-    src_ids = encode(tokenizer, [text])[0][: model.config.max_len - 1] + [EOS_ID]
-    src = torch.tensor([src_ids])
-    max_len = min(model.config.max_len - 1, 2 * len(src_ids) + 10)
-    ys = (
-        beam_search(model, src, max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
-        if beam > 1
-        else greedy_decode(model, src, max_len, BOS_ID, EOS_ID)
-    )
-    out = ys[0].tolist()
+    (src_ids,), _ = source_ids(tokenizer, [text], model.config.max_len)
+    src = torch.tensor([src_ids])  # (1, S)
+    out = decode_batch(model, src, beam, alpha)[0].tolist()
     out = out[: out.index(EOS_ID) + 1] if EOS_ID in out else out
     attention = model.decoder.layers[-1].cross_attn
     attention.keep_weights = True
@@ -1050,24 +1057,23 @@ def average(args: argparse.Namespace, console: Console) -> int:
 # -----------------------------------------------------------------------------
 
 
-def unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+def number_from_0(below: float | None = None):
+    """An argparse type: a number >= 0, and below `below` when given."""
+    wanted = "a number >= 0" if below is None else f"a number in [0, {below:g})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value >= 0 and (below is None or value < below)):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+unit_float, non_negative_float = number_from_0(below=1.0), number_from_0()
 
 
 def add_data_flags(parser: argparse.ArgumentParser, what: str) -> None:

@@ -925,7 +925,7 @@ def translation_data(
         last = min(AVERAGE_LAST, len(tr.checkpoints(Path(run))))  # fewer when it trains only a few steps
         if tr.main(["average", run, "--last", str(last), "--out", averaged]) != 0:
             raise ValueError("translate.py average failed")
-        model, tokenizer = tr.load_model(averaged), tr.load_tokenizer(averaged)
+        _, _, model, tokenizer = tr.load_run(averaged)
         pairs = tr.read_tsv(Path(run) / "test.tsv")[:eval_examples]
     source, target, cross = tr.cross_attention(model, tokenizer, tr.german_number(number), beam=4, alpha=0.6)
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
