@@ -581,6 +581,16 @@ def train_step(model: Transformer, src: Tensor, tgt: Tensor, optimizer, schedule
 # -----------------------------------------------------------------------------
 
 
+def check_max_len(model: Transformer, max_len: int) -> None:
+    """A decoding loop writes up to max_len tokens after bos_id: they must fit the positional encoding."""
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    if max_len + 1 > model.config.max_len:
+        raise ValueError(
+            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
+        )
+
+
 @torch.no_grad()
 def greedy_decode(
     model: Transformer,
@@ -596,12 +606,7 @@ def greedy_decode(
     Returns token ids (B, <= max_len + 1) that start with bos_id. A sequence that has written
     eos_id is padded with pad_id from then on; decoding stops early once all have.
     """
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
-    if max_len + 1 > model.config.max_len:
-        raise ValueError(
-            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
-        )
+    check_max_len(model, max_len)
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_id
@@ -654,12 +659,7 @@ def beam_search(
     through one decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and with
     return_scores=True also each answer's log P / lp (B,). beam_size=1 is greedy_decode.
     """
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
-    if max_len + 1 > model.config.max_len:
-        raise ValueError(
-            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
-        )
+    check_max_len(model, max_len)
     V = model.config.tgt_vocab_size
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= V:
         raise ValueError(f"beam_size must be an integer in [1, {V}] (the target vocabulary), got {beam_size!r}")
@@ -923,12 +923,7 @@ def cached_greedy_decode(
     (B, <= max_len + 1) that start with bos_id. A sequence that has written eos_id is padded with
     pad_id from then on; decoding stops early once all have.
     """
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
-    if max_len + 1 > model.config.max_len:
-        raise ValueError(
-            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
-        )
+    check_max_len(model, max_len)
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_id
