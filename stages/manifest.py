@@ -138,6 +138,15 @@ STAGES: tuple[Stage, ...] = (
         "Greedy decoding keeps each layer's keys and values, so every step runs the decoder on the new token only.",
         bonus=True,
     ),
+    Stage(
+        15,
+        "pre_ln",
+        "Pre-LN: LayerNorm before each sub-layer",
+        "beyond the paper (§3.1; Xiong et al., 2020)",
+        "Each sub-layer becomes x + Dropout(Sublayer(LayerNorm(x))) and each stack ends in a LayerNorm, "
+        "as most later models do.",
+        bonus=True,
+    ),
 )
 
 

@@ -29,11 +29,16 @@ from stages.manifest import DEMO_TITLE  # noqa: E402, F401 - tests/test_bonus.py
 
 LEGEND = "Shape legend"
 
-# What each bonus stage may change in transformer.py's functions (Class.method for methods), and the
-# top-level functions and classes it adds at the end of the library part.
+# What each bonus stage may change in transformer.py's functions (Class.method for methods, a class's
+# name for the whole class with its docstring), and the top-level functions and classes it adds at the
+# end of the library part.
 DECLARED = {
     13: {"changed": ("MultiHeadAttention.forward",), "added": ()},
     14: {"changed": (), "added": ("KeyValueCache", "decode_step", "cached_greedy_decode")},
+    15: {
+        "changed": ("AddAndNorm", "EncoderLayer.forward", "Encoder", "DecoderLayer.forward", "Decoder"),
+        "added": (),
+    },
 }
 
 
@@ -88,6 +93,15 @@ def _is_added(name: str, number: int) -> bool:
     return name.split(".")[0] in DECLARED[number]["added"]
 
 
+def _within(unit: str, declared: str) -> bool:
+    """A unit is within a declared name when it is that name, or a method of that declared class."""
+    return unit == declared or unit.startswith(declared + ".")
+
+
+def _is_changed(name: str, number: int) -> bool:
+    return any(_within(name, declared) for declared in DECLARED[number]["changed"])
+
+
 def check_in_step(number: int, reference: str, bonus: str) -> list[str]:
     """Plain-words problems; empty when bonus stage `number` is transformer.py plus its declared change."""
     changed = DECLARED[number]["changed"]
@@ -104,18 +118,18 @@ def check_in_step(number: int, reference: str, bonus: str) -> list[str]:
         )
     touched_ref, touched_bonus = drift(reference_lines, bonus_lines)
     for name, line in touched_ref.items():
-        if name not in changed:
+        if not _is_changed(name, number):
             problems.append(
                 f"`{name}` (transformer.py, line {line} after the docstring) differs in stage {number}: "
                 "carry transformer.py's change over (python tools/stages.py sync)"
             )
     for name, line in touched_bonus.items():
-        if name not in changed and not _is_added(name, number) and name not in touched_ref:
+        if not _is_changed(name, number) and not _is_added(name, number) and name not in touched_ref:
             problems.append(
                 f"stage {number} changes `{name}` (line {line} after its docstring), which it does not declare"
             )
     for name in (*changed, *DECLARED[number]["added"]):
-        if name not in touched_bonus:
+        if not any(_within(unit, name) for unit in touched_bonus):
             problems.append(f"stage {number} no longer contains its declared change to `{name}`")
     return problems
 
@@ -139,8 +153,8 @@ def rebuild(number: int, reference: str, bonus: str) -> str:
     reference_units, bonus_units = unit_of_each_line(reference_lines), unit_of_each_line(bonus_lines)
     replacements = []
     for name in DECLARED[number]["changed"]:
-        a = _span(reference_units, lambda u, n=name: u == n, f"`{name}` in transformer.py")
-        b = _span(bonus_units, lambda u, n=name: u == n, f"`{name}` in stage {number}")
+        a = _span(reference_units, lambda u, n=name: _within(u, n), f"`{name}` in transformer.py")
+        b = _span(bonus_units, lambda u, n=name: _within(u, n), f"`{name}` in stage {number}")
         replacements.append((a, bonus_lines[b[0] : b[1]]))
     for (first, stop), new in sorted(replacements, reverse=True):
         lines[first:stop] = new

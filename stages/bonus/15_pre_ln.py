@@ -1,0 +1,997 @@
+"""Bonus stage 15: Pre-LN, LayerNorm before each sub-layer (beyond the paper; §3.1, Xiong et al., 2020).
+
+transformer.py with the LayerNorm moved. The paper wraps every sub-layer as
+LayerNorm(x + Dropout(Sublayer(x))) (post-LN); this stage wraps it as x + Dropout(Sublayer(LayerNorm(x)))
+(pre-LN), and ends the encoder and the decoder stacks with one more LayerNorm each, since the last
+layer's sum is no longer normalised. The changed parts: `AddAndNorm`, the forwards of `EncoderLayer`
+and `DecoderLayer`, which hand it the sub-layer to call, and `Encoder` and `Decoder`, which gain the
+final norm. The parameters are transformer.py's plus those two norms, under the same names.
+
+Xiong et al. (2020, "On Layer Normalization in the Transformer Architecture") show why the original
+needs its learning-rate warm-up: at initialisation post-LN's gradients are largest near the output,
+and a large step there, early, derails training; pre-LN's are about the same in every layer, and it
+trains without warm-up. `make experiment-ln` measures it on this code. The demo checks the layout
+against PyTorch's `nn.Transformer(norm_first=True)` and prints each layer's gradient norm at
+initialisation, here and in transformer.py with the same weights.
+
+This file is transformer.py with that change, then a demo of its own.
+`make diff FROM=12 TO=15` (or `diff transformer.py stages/bonus/15_pre_ln.py`) shows it.
+
+Shape legend, used by every shape comment below:
+    B      batch size
+    S      source length                T      target length
+    L      either length, where a piece serves the encoder and the decoder alike
+    D      d_model, the width of every residual stream
+    H      number of heads (the paper's h)
+    d_k    width of one head, D / H (the paper's d_k = d_v)
+    F      d_ff, the inner width of the feed-forward network
+    V      vocabulary size
+    T_q    query length inside attention; T_k key (and value) length
+
+Masks: a boolean mask says where attention MAY look. True = may attend, False = ignore,
+the way `torch.nn.functional.scaled_dot_product_attention` reads it (`nn.MultiheadAttention`
+reads its boolean masks the other way round). Masks broadcast against the scores (B, H, T_q, T_k).
+
+Every deviation from the paper:
+1. The linear maps of attention and of the feed-forward network carry biases; the paper's
+   equations show only weights. PyTorch's `nn.Transformer` has them too, which lets the tests
+   prove that the two models compute the same function.
+2. Initialisation, which the paper leaves open: Xavier-uniform for every matrix, and
+   N(0, 1/d_model) for the shared embedding, so that after the multiplication by sqrt(d_model)
+   of §3.4 a token vector has the same scale as its positional encoding.
+3. A query whose keys are all masked (an all-padding source) attends to nothing and gets a zero
+   vector, as `F.scaled_dot_product_attention` returns, instead of 0/0 = NaN.
+4. The source embedding is shared with the target embedding only when the two vocabularies
+   have the same size (the paper's shared BPE vocabulary); the target embedding and the
+   pre-softmax projection always share one matrix.
+5. The demo trains its toy model with AMSGrad, Adam that remembers the largest second moment
+   (`make_optimizer(..., amsgrad=True)`): with the paper's beta_2 = 0.98, a small model that has
+   solved its task can collapse a few steps later (measured: 99.9% exact match to 0% in 10 steps).
+6. The toy demo decodes greedily (`greedy_decode`), which its task needs no more than. The
+   paper's decoding, beam search with beam 4 and length penalty alpha = 0.6 (§6.1), is
+   `beam_search`; `translate.py` uses it, and averages the last checkpoints as §6.1 does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import Tensor, nn
+
+
+@dataclass
+class TransformerConfig:
+    """Hyper-parameters, named as in the paper (Table 3). The defaults are the base model."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 512  # D, width of every sub-layer output and embedding
+    n_heads: int = 8  # h, parallel attention heads
+    n_layers: int = 6  # N, identical layers in the encoder and again in the decoder
+    d_ff: int = 2048  # inner width of the feed-forward network
+    dropout: float = 0.1  # P_drop
+    max_len: int = 512  # longest sequence the positional encoding covers
+    pad_id: int = 0  # the padding token, in both vocabularies
+    label_smoothing: float = 0.1  # epsilon_ls
+    warmup_steps: int = 4000  # of the learning-rate schedule, Eq. (3)
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model must be divisible by n_heads so each head gets d_k = d_model / n_heads, "
+                f"got d_model={self.d_model} and n_heads={self.n_heads}"
+            )
+        if self.d_model % 2:
+            raise ValueError(f"d_model must be even (the positional encoding pairs sin and cos), got {self.d_model}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size):
+            raise ValueError(
+                f"pad_id must be a token of both vocabularies, in [0, {min(self.src_vocab_size, self.tgt_vocab_size)}), "
+                f"got {self.pad_id}"
+            )
+        if self.warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be a positive integer, got {self.warmup_steps!r}")
+
+    @property
+    def d_k(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def paper_base(cls, src_vocab_size: int, tgt_vocab_size: int, **overrides) -> TransformerConfig:
+        """Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1, eps_ls=0.1."""
+        return cls(src_vocab_size, tgt_vocab_size, **overrides)
+
+    @classmethod
+    def paper_big(cls, src_vocab_size: int, tgt_vocab_size: int, **overrides) -> TransformerConfig:
+        """Table 3, "big": N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3, eps_ls=0.1."""
+        settings = dict(d_model=1024, n_heads=16, d_ff=4096, dropout=0.3) | overrides
+        return cls(src_vocab_size, tgt_vocab_size, **settings)
+
+
+# -----------------------------------------------------------------------------
+# Stage 1 · Embeddings · §3.4
+# -----------------------------------------------------------------------------
+
+
+class TokenEmbedding(nn.Module):
+    """§3.4: a learned vector per token, multiplied by sqrt(d_model)."""
+
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.scale = math.sqrt(d_model)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight  # (V, D)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.embedding(tokens) * self.scale  # (B, L) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 2 · Positional encoding · §3.5
+# -----------------------------------------------------------------------------
+
+
+class PositionalEncoding(nn.Module):
+    """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+
+    Fixed, not learned, so it is a buffer: it moves with the model between devices and dtypes
+    but the optimiser never sees it.
+    """
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        # float64 for the table, so that positions in the hundreds keep their precision
+        pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
+        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (D/2,)
+        angle = pos / 10000 ** (two_i / d_model)  # (max_len, 1) / (D/2,) -> (max_len, D/2)
+        pe = torch.zeros(max_len, d_model, dtype=torch.float64)  # (max_len, D)
+        pe[:, 0::2] = torch.sin(angle)  # even dimensions
+        pe[:, 1::2] = torch.cos(angle)  # odd dimensions
+        self.register_buffer("pe", pe.float(), persistent=False)  # (max_len, D)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.pe[: x.size(1)]  # (B, L, D) + (L, D) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 3 · Scaled dot-product attention · §3.2.1, Eq. (1)
+# -----------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(
+    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Eq. (1): Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
+
+    query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v); mask: boolean, True = may
+    attend, broadcastable to (..., T_q, T_k). Returns the output (..., T_q, d_v) and the
+    attention weights (..., T_q, T_k).
+    """
+    d_k = query.size(-1)
+    # Without the 1/sqrt(d_k) the dot products grow with d_k and push the softmax into
+    # regions with vanishing gradients (the paper's footnote 4).
+    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, d_k) x (..., d_k, T_k) -> (..., T_q, T_k)
+    if mask is not None:
+        check_mask(mask, scores.shape)
+        # The most negative finite number rather than -inf: exp() of it is exactly 0 in any
+        # float dtype, and a row with every key masked stays finite instead of 0/0 = NaN.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # (..., T_q, T_k)
+    weights = scores.softmax(dim=-1)  # (..., T_q, T_k), each row sums to 1 over the keys
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # a fully masked row attends to nothing
+    return weights @ value, weights  # (..., T_q, T_k) x (..., T_k, d_v) -> (..., T_q, d_v)
+
+
+def check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
+    """A mask must be boolean and broadcast to the scores without growing them."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"attention mask must be a torch.bool tensor (True = may attend), got {got}")
+    # broadcasting: aligned from the right, each mask size is 1 or the scores' size
+    fits = mask.dim() <= len(scores_shape) and all(
+        m in (1, s) for m, s in zip(reversed(mask.shape), reversed(scores_shape), strict=False)
+    )
+    if not fits:
+        raise ValueError(
+            f"attention mask of shape {tuple(mask.shape)} cannot broadcast to the attention scores "
+            f"of shape {tuple(scores_shape)} (batch, heads, queries, keys)"
+        )
+
+
+# -----------------------------------------------------------------------------
+# Stage 4 · Multi-head attention · §3.2.2
+# -----------------------------------------------------------------------------
+
+
+class MultiHeadAttention(nn.Module):
+    """§3.2.2: MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+    where head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    The h projections to d_k dimensions are stored side by side as one D x D matrix each,
+    so one matmul computes all heads, and a reshape splits them apart.
+    """
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads
+        self.w_q = nn.Linear(d_model, d_model)  # W^Q for all heads
+        self.w_k = nn.Linear(d_model, d_model)  # W^K for all heads
+        self.w_v = nn.Linear(d_model, d_model)  # W^V for all heads
+        self.w_o = nn.Linear(d_model, d_model)  # W^O
+        self.keep_weights = False  # set True to keep the last attention weights (for plots)
+        self.last_weights: Tensor | None = None
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        q = self.split_heads(self.w_q(query))  # (B, T_q, D) -> (B, H, T_q, d_k)
+        k = self.split_heads(self.w_k(key))  # (B, T_k, D) -> (B, H, T_k, d_k)
+        v = self.split_heads(self.w_v(value))  # (B, T_k, D) -> (B, H, T_k, d_k)
+        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T_q, d_k), (B, H, T_q, T_k)
+        if self.keep_weights:
+            self.last_weights = weights.detach()
+        return self.w_o(self.merge_heads(out))  # (B, H, T_q, d_k) -> (B, T_q, D)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        x = x.view(B, L, self.n_heads, self.d_k)  # (B, L, D) -> (B, L, H, d_k)
+        return x.transpose(1, 2)  # (B, L, H, d_k) -> (B, H, L, d_k): heads become a batch dim
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        B, _, L, _ = x.shape
+        x = x.transpose(1, 2)  # (B, H, L, d_k) -> (B, L, H, d_k)
+        # reshape, not view: after the transpose the memory is no longer contiguous
+        return x.reshape(B, L, self.n_heads * self.d_k)  # (B, L, H, d_k) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 5 · Position-wise feed-forward network · §3.3, Eq. (2)
+# -----------------------------------------------------------------------------
+
+
+class PositionwiseFeedForward(nn.Module):
+    """Eq. (2): FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position separately."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.w_2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_2(torch.relu(self.w_1(x)))  # (B, L, D) -> (B, L, F) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 6 · Residual connection, dropout and layer normalisation · §3.1, §5.4
+# -----------------------------------------------------------------------------
+
+
+class AddAndNorm(nn.Module):
+    """Pre-LN (bonus stage 15): x + Dropout(Sublayer(LayerNorm(x))), where the paper's Figure 1
+    has LayerNorm(x + Dropout(Sublayer(x))).
+
+    The norm moves inside the branch, before the sub-layer: the residual stream x itself is
+    never normalised, so every layer's gradient reaches the input through the sums unchanged
+    (Xiong et al., 2020). Most later models, and the Annotated Transformer, are pre-LN.
+    """
+
+    def __init__(self, d_model: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        return x + self.dropout(sublayer(self.norm(x)))  # (B, L, D) + (B, L, D) -> (B, L, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 7 · Encoder · §3.1
+# -----------------------------------------------------------------------------
+
+
+class EncoderLayer(nn.Module):
+    """§3.1: multi-head self-attention, then the feed-forward network, each wrapped in Add & Norm."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_1 = AddAndNorm(config.d_model, config.dropout)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.add_norm_2 = AddAndNorm(config.d_model, config.dropout)
+
+    def forward(self, x: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        x = self.add_norm_1(x, lambda y: self.self_attn(y, y, y, src_mask))  # (B, S, D)
+        return self.add_norm_2(x, self.feed_forward)  # (B, S, D)
+
+
+class Encoder(nn.Module):
+    """§3.1: a stack of N identical encoder layers, then a LayerNorm: pre-LN leaves the last
+    layer's sum unnormalised, and the decoder should read memory of a fixed scale."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, src_mask)  # (B, S, D) -> (B, S, D)
+        return self.norm(x)  # (B, S, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 8 · Masks: padding and subsequent positions · §3.2.3
+# -----------------------------------------------------------------------------
+
+
+def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
+    """No query may attend to a padding key. True = may attend."""
+    return (tokens != pad_id)[:, None, None, :]  # (B, L) -> (B, 1, 1, L): same for every head and query
+
+
+def subsequent_mask(size: int, device: torch.device | str | None = None) -> Tensor:
+    """§3.2.3: decoder position i may attend to positions <= i only, which keeps decoding
+    auto-regressive: a prediction never sees the token it has to predict."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, T, T)
+
+
+def target_mask(tgt: Tensor, pad_id: int) -> Tensor:
+    """The decoder's self-attention mask: no padding keys and no future positions."""
+    return padding_mask(tgt, pad_id) & subsequent_mask(
+        tgt.size(1), tgt.device
+    )  # (B, 1, 1, T) & (1, 1, T, T) -> (B, 1, T, T)
+
+
+# -----------------------------------------------------------------------------
+# Stage 9 · Decoder · §3.1
+# -----------------------------------------------------------------------------
+
+
+class DecoderLayer(nn.Module):
+    """§3.1: masked self-attention, then attention over the encoder output ("encoder-decoder
+    attention", §3.2.3), then the feed-forward network, each wrapped in Add & Norm."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_1 = AddAndNorm(config.d_model, config.dropout)
+        self.cross_attn = MultiHeadAttention(config.d_model, config.n_heads)
+        self.add_norm_2 = AddAndNorm(config.d_model, config.dropout)
+        self.feed_forward = PositionwiseFeedForward(config.d_model, config.d_ff)
+        self.add_norm_3 = AddAndNorm(config.d_model, config.dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        x = self.add_norm_1(x, lambda y: self.self_attn(y, y, y, tgt_mask))  # (B, T, D)
+        # queries from the decoder, keys and values from the encoder output ("memory")
+        x = self.add_norm_2(x, lambda y: self.cross_attn(y, memory, memory, src_mask))  # (B, T, D) with (B, S, D)
+        return self.add_norm_3(x, self.feed_forward)  # (B, T, D)
+
+
+class Decoder(nn.Module):
+    """§3.1: a stack of N identical decoder layers, then a LayerNorm: pre-LN leaves the last
+    layer's sum unnormalised, and the output projection should read vectors of a fixed scale."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, memory, src_mask, tgt_mask)  # (B, T, D) -> (B, T, D)
+        return self.norm(x)  # (B, T, D)
+
+
+# -----------------------------------------------------------------------------
+# Stage 10 · The full encoder-decoder, with shared embeddings · §3, §3.4
+# -----------------------------------------------------------------------------
+
+
+class Transformer(nn.Module):
+    """Figure 1: embed and encode the source; embed the target and decode it against the encoder
+    output; project to the vocabulary. `model(src, tgt)` returns logits (B, T, V_tgt)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.tgt_embed = TokenEmbedding(config.tgt_vocab_size, config.d_model)
+        shared_vocab = config.src_vocab_size == config.tgt_vocab_size
+        self.src_embed = self.tgt_embed if shared_vocab else TokenEmbedding(config.src_vocab_size, config.d_model)
+        self.pos_encoding = PositionalEncoding(config.d_model, config.max_len)
+        self.embed_dropout = nn.Dropout(config.dropout)  # §5.4: dropout on embeddings + encodings
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        # the "pre-softmax linear transformation" of §3.4: no bias, weight shared with the embedding
+        self.generator = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
+        self._init_weights()
+        self.generator.weight = self.tgt_embed.weight  # one Parameter, not a copy: (V_tgt, D)
+
+    def _init_weights(self) -> None:
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for embed in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(embed.weight, std=self.config.d_model**-0.5)
+
+    def embed(self, embedding: TokenEmbedding, tokens: Tensor) -> Tensor:
+        """§3.4, §3.5, §5.4: token embedding, plus positional encoding, then dropout."""
+        return self.embed_dropout(self.pos_encoding(embedding(tokens)))  # (B, L) -> (B, L, D)
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """The encoder alone, for decoding loops: src (B, S) -> memory (B, S, D)."""
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        return self.encoder(self.embed(self.src_embed, src), src_mask)  # (B, S, D)
+
+    def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None) -> Tensor:
+        """The decoder alone, for decoding loops: tgt (B, T) against memory (B, S, D) -> (B, T, D)."""
+        self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if tgt.size(0) != memory.size(0):
+            raise ValueError(
+                f"src and tgt must have the same batch size, got {memory.size(0)} source and {tgt.size(0)} target sequences"
+            )
+        return self.decoder(self.embed(self.tgt_embed, tgt), memory, src_mask, tgt_mask)  # (B, T, D)
+
+    def forward(
+        self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
+        """src (B, S) and tgt (B, T) token ids -> logits (B, T, V_tgt). Masks default to padding
+        (and, for the target, subsequent positions); pass your own to override them."""
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if src.size(0) != tgt.size(0):
+            raise ValueError(
+                f"src and tgt must have the same batch size, got {src.size(0)} source and {tgt.size(0)} target sequences"
+            )
+        if src_mask is None:
+            src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
+        if tgt_mask is None:
+            tgt_mask = target_mask(tgt, self.config.pad_id)  # (B, 1, T, T)
+        # the tokens are checked above, once: from here on the unchecked parts, not encode() and decode()
+        memory = self.encoder(self.embed(self.src_embed, src), src_mask)  # (B, S) -> (B, S, D)
+        out = self.decoder(self.embed(self.tgt_embed, tgt), memory, src_mask, tgt_mask)  # (B, T) -> (B, T, D)
+        return self.generator(out)  # (B, T, D) -> (B, T, V_tgt)
+
+    def _check_tokens(self, name: str, tokens: Tensor, vocab_size: int) -> None:
+        """Fail early, naming what was expected, instead of deep inside an embedding lookup."""
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {tokens.dtype}")
+        if tokens.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (batch, length), got shape {tuple(tokens.shape)}")
+        if tokens.size(1) == 0:
+            raise ValueError(f"{name} must hold at least one token per sequence, got shape {tuple(tokens.shape)}")
+        if tokens.size(1) > self.config.max_len:
+            raise ValueError(f"{name} has length {tokens.size(1)}, longer than max_len={self.config.max_len}")
+        if tokens.numel():
+            low, high = tokens.min().item(), tokens.max().item()
+            if low < 0 or high >= vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
+
+
+# -----------------------------------------------------------------------------
+# Stage 11 · Training: label smoothing, Adam and the warm-up schedule · §5.3, §5.4, Eq. (3)
+# -----------------------------------------------------------------------------
+
+
+def label_smoothed_loss(logits: Tensor, target: Tensor, smoothing: float, pad_id: int) -> Tensor:
+    """§5.4: cross-entropy against a smoothed target distribution, averaged over non-padding tokens.
+
+    The true token gets 1 - eps; eps is spread evenly over every other token except padding,
+    which the model should never predict. With eps = 0 this is plain cross-entropy.
+    logits (B, T, V) and target (B, T) -> a scalar.
+    """
+    V = logits.size(-1)
+    log_probs = logits.log_softmax(dim=-1).flatten(0, -2)  # (B, T, V) -> (B*T, V)
+    target = target.flatten()  # (B, T) -> (B*T,)
+    q = torch.full_like(log_probs, smoothing / (V - 2))  # (B*T, V): eps over V minus (true, padding)
+    q[:, pad_id] = 0.0  # padding is never a target
+    q.scatter_(1, target[:, None], 1.0 - smoothing)  # (B*T, V)
+    loss = -(q * log_probs).sum(dim=-1)  # (B*T,)
+    keep = target != pad_id  # (B*T,)
+    return loss[keep].sum() / keep.sum().clamp(min=1)  # scalar: the mean over real tokens
+
+
+def learning_rate(step: int, d_model: int, warmup_steps: int) -> float:
+    """Eq. (3): lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), for step >= 1.
+    It rises linearly for warmup_steps, then decays with the inverse square root of the step."""
+    return d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+
+def make_optimizer(
+    model: nn.Module, config: TransformerConfig, amsgrad: bool = False
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+    """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3).
+    Call scheduler.step() after every optimiser step.
+
+    amsgrad=True (not in the paper) divides by the largest second moment seen so far instead of
+    the running one. With beta_2 = 0.98 that running estimate forgets within ~50 steps: once a
+    small model has solved a toy task its gradients shrink towards zero, and the next larger
+    gradient gets an outsized step that can undo everything it learned. The demo needs it.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9, amsgrad=amsgrad)
+    # LambdaLR multiplies lr=1.0 by the lambda; it counts from 0, the paper's steps from 1
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: learning_rate(i + 1, config.d_model, config.warmup_steps)
+    )
+    return optimizer, scheduler
+
+
+# The toy tasks: the model sees a sequence of symbols and must write it back, reversed or not.
+PAD, BOS, EOS = 0, 1, 2
+FIRST_SYMBOL = 3  # symbols are FIRST_SYMBOL, FIRST_SYMBOL + 1, ...
+TASKS = ("reverse", "copy")
+
+
+def make_examples(
+    task: str, n: int, n_symbols: int, min_len: int, max_len: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """n random sequences of min_len..max_len symbols, and what the model must answer.
+    src (n, max_len + 1) = symbols, EOS, padding; tgt (n, max_len + 2) = BOS, answer, EOS, padding."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)  # (n,)
+    symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, max_len), generator=generator)  # (n, max_len)
+    positions = torch.arange(max_len)  # (max_len,)
+    real = positions < lengths[:, None]  # (n, max_len): True on real symbols, False on padding
+    symbols = symbols.masked_fill(~real, PAD)  # (n, max_len)
+    if task == "reverse":
+        # position j of the answer takes symbol (length - 1 - j) of the source
+        index = (lengths[:, None] - 1 - positions).clamp(min=0)  # (n, max_len)
+        answer = symbols.gather(1, index).masked_fill(~real, PAD)  # (n, max_len)
+    else:
+        answer = symbols  # (n, max_len)
+    rows = torch.arange(n)  # (n,)
+    src = torch.full((n, max_len + 1), PAD)  # (n, S)
+    src[:, :max_len] = symbols
+    src[rows, lengths] = EOS  # the source ends with EOS too: a fixed point to count back from
+    tgt = torch.full((n, max_len + 2), PAD)  # (n, T)
+    tgt[:, 0] = BOS
+    tgt[:, 1 : max_len + 1] = answer
+    tgt[rows, lengths + 1] = EOS
+    return src, tgt
+
+
+def train_step(model: Transformer, src: Tensor, tgt: Tensor, optimizer, scheduler) -> float:
+    """One step of teacher forcing: the decoder reads tgt shifted right and predicts tgt."""
+    model.train()
+    decoder_input, labels = tgt[:, :-1], tgt[:, 1:]  # (B, T) each: BOS..last, first..EOS
+    logits = model(src, decoder_input)  # (B, T, V)
+    loss = label_smoothed_loss(logits, labels, model.config.label_smoothing, model.config.pad_id)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+# -----------------------------------------------------------------------------
+# Stage 12 · Decoding: greedy and beam search, and the demo · §3, §6.1
+# -----------------------------------------------------------------------------
+
+
+def check_max_len(model: Transformer, max_len: int) -> None:
+    """A decoding loop writes up to max_len tokens after bos_id: they must fit the positional encoding."""
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    if max_len + 1 > model.config.max_len:
+        raise ValueError(
+            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
+        )
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: Transformer,
+    src: Tensor,
+    max_len: int,
+    bos_id: int,
+    eos_id: int | None = None,
+    src_mask: Tensor | None = None,
+) -> Tensor:
+    """Write the output one token at a time, each time taking the most probable next token.
+
+    The encoder runs once; the decoder re-reads everything written so far at every step.
+    Returns token ids (B, <= max_len + 1) that start with bos_id. A sequence that has written
+    eos_id is padded with pad_id from then on; decoding stops early once all have.
+    """
+    check_max_len(model, max_len)
+    was_training = model.training
+    model.eval()
+    pad_id = model.config.pad_id
+    if src_mask is None:
+        model._check_tokens("src", src, model.config.src_vocab_size)
+        src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
+    memory = model.encode(src, src_mask)  # (B, S, D)
+    ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+    finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)  # (B,)
+    for _ in range(max_len):
+        hidden = model.decode(ys, memory, src_mask, subsequent_mask(ys.size(1), src.device))  # (B, t, D)
+        next_token = model.generator(hidden[:, -1]).argmax(dim=-1)  # (B, D) -> (B, V) -> (B,)
+        if eos_id is not None:
+            next_token = next_token.masked_fill(finished, pad_id)  # (B,)
+            finished |= next_token == eos_id
+        ys = torch.cat([ys, next_token[:, None]], dim=1)  # (B, t) -> (B, t + 1)
+        if finished.all():
+            break
+    model.train(was_training)
+    return ys
+
+
+def length_penalty(length: Tensor, alpha: float) -> Tensor:
+    """§6.1, after Wu et al. (2016): lp(Y) = ((5 + |Y|) / 6)^alpha. A hypothesis is ranked by
+    log P(Y | X) / lp(Y); alpha = 0 ranks by log-probability alone, which favours short outputs."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(
+    model: Transformer,
+    src: Tensor,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    src_mask: Tensor | None = None,
+    return_scores: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """§6.1: keep the beam_size best hypotheses per sentence, ranked by log-probability over the
+    length penalty; the paper uses beam 4 and alpha = 0.6.
+
+    |Y| counts the written tokens after bos_id, eos_id included. A hypothesis that has written
+    eos_id stays in its beam with its score frozen, competing with the live ones; at max_len the
+    live ones are cut off and count as answers, as in greedy_decode. A sentence is done when its
+    best finished hypothesis beats every live one's best possible final score (log P only falls,
+    so s / lp(max_len) bounds a live score s): stopping early never changes an answer, so what
+    a sentence gets does not depend on the others in its batch. Every sentence and beam goes
+    through one decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and with
+    return_scores=True also each answer's log P / lp (B,). beam_size=1 is greedy_decode.
+    """
+    check_max_len(model, max_len)
+    V = model.config.tgt_vocab_size
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= V:
+        raise ValueError(f"beam_size must be an integer in [1, {V}] (the target vocabulary), got {beam_size!r}")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0 (0 turns the length penalty off), got {alpha!r}")
+    was_training = model.training
+    model.eval()
+    pad_id, K, device = model.config.pad_id, beam_size, src.device
+    if src_mask is None:
+        model._check_tokens("src", src, model.config.src_vocab_size)
+        src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
+    B = src.size(0)
+    memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B, S, D) -> (B*K, S, D): a copy per beam
+    if src_mask.size(0) == B:
+        src_mask = src_mask.repeat_interleave(K, dim=0)  # (B, ...) -> (B*K, ...)
+    ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1)
+    # log P of each hypothesis; all beams but the first start at -inf so step 1 expands one copy only
+    score = torch.full((B, K), -math.inf, dtype=memory.dtype, device=device)  # (B, K)
+    score[:, 0] = 0.0
+    length = torch.zeros(B, K, dtype=memory.dtype, device=device)  # (B, K): |Y| so far
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)  # (B, K)
+    lp_max = length_penalty(torch.tensor(float(max_len)), alpha)
+    for t in range(1, max_len + 1):
+        hidden = model.decode(ys, memory, src_mask, subsequent_mask(t, device))  # (B*K, t, D)
+        log_p = model.generator(hidden[:, -1]).log_softmax(dim=-1).view(B, K, V)  # (B*K, D) -> (B, K, V)
+        # a finished hypothesis has one continuation, padding, which costs nothing and keeps its length
+        log_p = log_p.masked_fill(finished[:, :, None], -math.inf)  # (B, K, V)
+        log_p[..., pad_id] = log_p[..., pad_id].masked_fill(finished, 0.0)
+        candidate = score[:, :, None] + log_p  # (B, K, 1) + (B, K, V) -> (B, K, V)
+        new_length = torch.where(finished, length, float(t))[:, :, None].expand(B, K, V)  # (B, K, V)
+        ranked = candidate / length_penalty(new_length, alpha)  # (B, K, V)
+        best, index = ranked.view(B, K * V).topk(K, dim=-1)  # (B, K) each, best first
+        beam, token = index // V, index % V  # (B, K): which hypothesis it extends, with which token
+        score = candidate.view(B, K * V).gather(1, index)  # (B, K)
+        length = new_length.reshape(B, K * V).gather(1, index)  # (B, K)
+        finished = finished.gather(1, beam) | (token == eos_id)  # (B, K)
+        rows = (torch.arange(B, device=device)[:, None] * K + beam).flatten()  # (B*K,): the rows to extend
+        ys = torch.cat([ys[rows], token.view(B * K, 1)], dim=1)  # (B*K, t) -> (B*K, t + 1)
+        # done: the best finished hypothesis beats every live one's bound, or none is live
+        best_finished = best.masked_fill(~finished, -math.inf).max(dim=-1).values  # (B,)
+        best_live = (score / lp_max).masked_fill(finished, -math.inf).max(dim=-1).values  # (B,)
+        if (best_finished >= best_live).all():
+            break
+    # topk sorts, so hypothesis 0 is the answer: finished, or cut off at max_len as greedy_decode's are
+    out = ys.view(B, K, -1)[:, 0]  # (B*K, t + 1) -> (B, K, t + 1) -> (B, t + 1)
+    out = out[:, : 1 + int(length[:, 0].max())]  # no column beyond the longest answer
+    model.train(was_training)
+    return (out, best[:, 0]) if return_scores else out
+
+
+def exact_match(model: Transformer, src: Tensor, tgt: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+    """Greedy-decode every source; return the predictions (n, T) and which equal the target (n,)."""
+    predictions, correct = [], []
+    for i in range(0, src.size(0), batch_size):
+        s, t = src[i : i + batch_size], tgt[i : i + batch_size]  # (b, S), (b, T)
+        ys = greedy_decode(model, s, t.size(1) - 1, BOS, EOS)  # (b, <= T)
+        ys = F.pad(ys, (0, t.size(1) - ys.size(1)), value=PAD)  # (b, T)
+        predictions.append(ys)
+        correct.append((ys == t).all(dim=1))  # (b,)
+    return torch.cat(predictions), torch.cat(correct)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[name]:
+        raise ValueError(f"device {name!r} is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def int_at_least(text: str, minimum: int, what: str) -> int:
+    """An integer flag's value, or an argparse error naming what was expected and what arrived."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return int_at_least(text, 0, "an integer >= 0")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag costs one line on stderr (not the usage block) and exit status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(description="Train a small Transformer on a toy task and show it learn.")
+    parser.add_argument("--task", choices=TASKS, default="reverse", help="what the model learns (default: reverse)")
+    parser.add_argument("--steps", type=positive_int, default=400, help="training steps (default: 400)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per step (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
+    parser.add_argument("--examples", type=non_negative_int, default=8, help="held-out examples to show (default: 8)")
+    return parser.parse_args(argv)
+
+
+# The demo's task: 10 symbols, sequences of 8 to 12 of them, 1000 held-out examples.
+N_SYMBOLS, MIN_LEN, MAX_LEN, N_TEST = 10, 8, 12, 1000
+
+
+def demo_config() -> TransformerConfig:
+    """A model small enough to learn the toy tasks in seconds on a CPU."""
+    vocab = FIRST_SYMBOL + N_SYMBOLS
+    return TransformerConfig(
+        vocab, vocab, d_model=64, n_heads=4, n_layers=2, d_ff=256, dropout=0.0, max_len=MAX_LEN + 2, warmup_steps=200
+    )
+
+
+def train_toy_model(
+    task: str = "reverse",
+    steps: int = 400,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> tuple[Transformer, Tensor, Tensor, float]:
+    """Train demo_config() on a toy task. Returns the model, the held-out sources and targets
+    (never seen in training) and the seconds spent training. on_step(step, loss, lr) follows along."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    test_src, test_tgt = make_examples(task, N_TEST, N_SYMBOLS, MIN_LEN, MAX_LEN, generator)
+    held_out = {tuple(row.tolist()) for row in test_src}
+    config = demo_config()
+    model = Transformer(config).to(device)
+    optimizer, scheduler = make_optimizer(model, config, amsgrad=True)  # see make_optimizer: stable to the end
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        src, tgt = make_examples(task, batch_size, N_SYMBOLS, MIN_LEN, MAX_LEN, generator)
+        fresh = torch.tensor([tuple(row.tolist()) not in held_out for row in src])  # (B,): never train on test
+        loss = train_step(model, src[fresh].to(device), tgt[fresh].to(device), optimizer, scheduler)
+        if on_step is not None:
+            on_step(step, loss, scheduler.get_last_lr()[0])
+    return model, test_src, test_tgt, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        device = pick_device(args.device)
+    except ValueError as error:
+        print(f"transformer.py: error: {error}", file=sys.stderr)
+        return 2
+    config = demo_config()
+    console.print(
+        f"[bold]{args.task}[/] task: sequences of {MIN_LEN}-{MAX_LEN} symbols from {N_SYMBOLS}; "
+        f"model d_model={config.d_model}, h={config.n_heads}, N={config.n_layers}, on {device}"
+    )
+    progress = Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        bar = progress.add_task("train", total=args.steps, loss=float("nan"), lr=0.0)
+        model, test_src, test_tgt, seconds = train_toy_model(
+            args.task,
+            args.steps,
+            args.batch_size,
+            args.seed,
+            device,
+            on_step=lambda step, loss, lr: progress.update(bar, completed=step, loss=loss, lr=lr),
+        )
+
+    predictions, correct = exact_match(model, test_src.to(device), test_tgt.to(device))
+    predictions, correct = predictions.cpu(), correct.cpu()
+
+    def show(tokens: Tensor) -> str:
+        return "".join(str(t - FIRST_SYMBOL) for t in tokens.tolist() if t >= FIRST_SYMBOL)
+
+    table = Table(title=f"held-out examples ({args.task})")
+    for column in ("source", "target", "prediction", ""):
+        table.add_column(column)
+    for i in range(min(args.examples, N_TEST)):
+        ok = bool(correct[i])
+        table.add_row(show(test_src[i]), show(test_tgt[i]), show(predictions[i]), "[green]✓[/]" if ok else "[red]✗[/]")
+    console.print(table)
+    hits = int(correct.sum())
+    console.print(f"exact match {100 * hits / N_TEST:.1f}% ({hits}/{N_TEST}) after {seconds:.1f} s of training")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# Demo of this stage (not part of transformer.py)
+# -----------------------------------------------------------------------------
+
+
+def to_torch_pre_ln(model: Transformer) -> nn.Transformer:
+    """PyTorch's pre-LN `nn.Transformer(norm_first=True)` holding this model's weights: its final
+    encoder and decoder norms are this stage's, and it drops nothing (dropout 0 for the check)."""
+    import warnings
+
+    c = model.config
+    with warnings.catch_warnings():  # "enable_nested_tensor is True, but ... norm_first was True": nothing to fix
+        warnings.simplefilter("ignore", UserWarning)
+        body = nn.Transformer(
+            c.d_model, c.n_heads, c.n_layers, c.n_layers, c.d_ff, 0.0, batch_first=True, norm_first=True
+        )
+    body = body.to(next(model.parameters()).dtype)
+    pairs = [(model.encoder.norm, body.encoder.norm), (model.decoder.norm, body.decoder.norm)]
+    attentions = []
+    for ours, theirs in zip(model.encoder.layers, body.encoder.layers, strict=True):
+        attentions.append((ours.self_attn, theirs.self_attn))
+        pairs += [(ours.add_norm_1.norm, theirs.norm1), (ours.add_norm_2.norm, theirs.norm2)]
+        pairs += [(ours.feed_forward.w_1, theirs.linear1), (ours.feed_forward.w_2, theirs.linear2)]
+    for ours, theirs in zip(model.decoder.layers, body.decoder.layers, strict=True):
+        attentions += [(ours.self_attn, theirs.self_attn), (ours.cross_attn, theirs.multihead_attn)]
+        pairs += [(ours.add_norm_1.norm, theirs.norm1), (ours.add_norm_2.norm, theirs.norm2)]
+        pairs += [(ours.add_norm_3.norm, theirs.norm3)]
+        pairs += [(ours.feed_forward.w_1, theirs.linear1), (ours.feed_forward.w_2, theirs.linear2)]
+    with torch.no_grad():
+        for ours, theirs in pairs:  # LayerNorms and Linears: a weight and a bias each
+            theirs.weight.copy_(ours.weight)
+            theirs.bias.copy_(ours.bias)
+        for ours, theirs in attentions:  # W^Q, W^K, W^V packed in that order, then W^O
+            theirs.in_proj_weight.copy_(torch.cat([ours.w_q.weight, ours.w_k.weight, ours.w_v.weight]))
+            theirs.in_proj_bias.copy_(torch.cat([ours.w_q.bias, ours.w_k.bias, ours.w_v.bias]))
+            theirs.out_proj.weight.copy_(ours.w_o.weight)
+            theirs.out_proj.bias.copy_(ours.w_o.bias)
+    return body.eval()
+
+
+def torch_logits(model: Transformer, body: nn.Transformer, src: Tensor, tgt: Tensor) -> Tensor:
+    """Our embeddings and output projection around PyTorch's body; its boolean masks mean "may NOT attend"."""
+    hidden = body(
+        model.embed(model.src_embed, src),
+        model.embed(model.tgt_embed, tgt),
+        tgt_mask=~subsequent_mask(tgt.size(1))[0, 0],  # (T, T)
+        src_key_padding_mask=src == model.config.pad_id,  # (B, S)
+        tgt_key_padding_mask=tgt == model.config.pad_id,  # (B, T)
+        memory_key_padding_mask=src == model.config.pad_id,  # (B, S)
+    )  # (B, T, D)
+    return model.generator(hidden)  # (B, T, V)
+
+
+def gradient_norms(model: nn.Module, src: Tensor, tgt: Tensor) -> dict[str, list[float]]:
+    """Xiong et al. (2020), Figure 3 in small: the norm of the loss's gradient with respect to W_2, the
+    feed-forward network's last weight, in each encoder and decoder layer (first layer first)."""
+    model.zero_grad(set_to_none=True)
+    logits = model(src, tgt[:, :-1])  # (B, T-1, V)
+    label_smoothed_loss(logits, tgt[:, 1:], model.config.label_smoothing, model.config.pad_id).backward()
+    return {
+        stack: [layer.feed_forward.w_2.weight.grad.norm().item() for layer in getattr(model, stack).layers]
+        for stack in ("encoder", "decoder")
+    }
+
+
+def post_ln_twin(model: Transformer) -> nn.Module:
+    """transformer.py's post-LN model with this model's weights: the same names, less the two final norms."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[2])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    import transformer as post_ln  # the model of the paper, beside this stage
+
+    twin = post_ln.Transformer(post_ln.TransformerConfig(**asdict(model.config)))
+    missing, unexpected = twin.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and sorted(unexpected) == [
+        f"{s}.norm.{p}" for s in ("decoder", "encoder") for p in ("bias", "weight")
+    ]
+    return twin
+
+
+def demo(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(description="Pre-LN: checked against nn.Transformer(norm_first=True), and its gradients.")
+    parser.add_argument("--layers", type=positive_int, default=6, help="N, layers per stack (default: 6)")
+    args = parser.parse_args(argv)
+    console = Console()
+    torch.manual_seed(0)
+    vocab = FIRST_SYMBOL + N_SYMBOLS
+    config = TransformerConfig(vocab, vocab, d_model=64, n_heads=4, n_layers=args.layers, d_ff=256, dropout=0.0)
+    src, tgt = make_examples("reverse", 64, N_SYMBOLS, MIN_LEN, MAX_LEN, torch.Generator().manual_seed(0))
+
+    # 1. The layout is PyTorch's pre-LN: the same weights give the same logits, in float64.
+    model = Transformer(config).double().eval()
+    with torch.no_grad():
+        diff = (model(src, tgt) - torch_logits(model, to_torch_pre_ln(model), src, tgt)).abs().max().item()
+    ok = diff <= 1e-10
+    console.print(
+        f"Stage 15 against nn.Transformer(norm_first=True), same weights, float64: logits differ by at most "
+        f"{diff:.1e} {'[green]✓[/]' if ok else '[red]✗ (allowed 1e-10)[/]'}"
+    )
+
+    # 2. Xiong et al.'s Figure 3 in small: each layer's gradient at initialisation, pre-LN and post-LN.
+    model = Transformer(config).train()
+    pre, post = gradient_norms(model, src, tgt), gradient_norms(post_ln_twin(model), src, tgt)
+    table = Table(title=f"|grad W_2| per layer at initialisation, N={args.layers}, d_model 64, one batch of 64")
+    for column in ("layer", "post-LN (transformer.py)", "pre-LN (stage 15)"):
+        table.add_column(column, justify="right")
+    for stack in ("encoder", "decoder"):
+        for i, (a, b) in enumerate(zip(post[stack], pre[stack], strict=True)):
+            table.add_row(f"{stack} {i + 1}", f"{a:.3f}", f"{b:.3f}")
+    console.print(table)
+    console.print(
+        f"last decoder layer / first: post-LN {post['decoder'][-1] / post['decoder'][0]:.1f}x, "
+        f"pre-LN {pre['decoder'][-1] / pre['decoder'][0]:.1f}x. Post-LN's gradient grows towards the output; "
+        "a large early step there is what the warm-up prevents."
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(demo())
