@@ -727,14 +727,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def positive_int(text: str) -> int:
+def int_at_least(text: str, minimum: int, what: str) -> int:
+    """An integer flag's value, or an argparse error naming what was expected and what arrived."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return int_at_least(text, 0, "an integer >= 0")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -751,7 +760,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per step (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
-    parser.add_argument("--examples", type=int, default=8, help="held-out examples to show (default: 8)")
+    parser.add_argument("--examples", type=non_negative_int, default=8, help="held-out examples to show (default: 8)")
     return parser.parse_args(argv)
 
 

@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor
 
+from corpora import UserError, fetch_multi30k, numbers_task, read_pairs, read_tsv, split_of, write_tsv
 from transformer import (
     OneLineParser,
     Transformer,
@@ -47,6 +48,7 @@ from transformer import (
     greedy_decode,
     label_smoothed_loss,
     make_optimizer,
+    non_negative_int,
     pick_device,
     positive_int,
 )
@@ -58,168 +60,6 @@ CHECKPOINT_FORMAT = 1
 DEFAULT_BATCH_TOKENS = 600  # of `train`: about 60 numbers
 DEFAULT_STEPS = 700  # of `train`: enough for the numbers task on a CPU (see the Makefile's translate)
 POOL = 8  # batches' worth of sentences sorted by length together
-
-
-class UserError(Exception):
-    """Something about the user's input or run directory: one line on stderr, exit status 2."""
-
-
-# -----------------------------------------------------------------------------
-# The built-in task: German number words -> English number words, 0 to 999,999
-# -----------------------------------------------------------------------------
-
-UNITS_DE = ["", "ein", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"]
-TEENS_DE = ["zehn", "elf", "zwölf", "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn", "neunzehn"]
-TENS_DE = ["", "", "zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig", "neunzig"]
-UNITS_EN = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-TEENS_EN = [
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-TENS_EN = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def german_below_1000(n: int, last: bool) -> str:
-    """German writes units before tens ("zweiundvierzig"); a 1 is "eins" only when it ends the number."""
-    hundreds, rest = divmod(n, 100)
-    word = UNITS_DE[hundreds] + "hundert" if hundreds else ""
-    tens, units = divmod(rest, 10)
-    if tens == 1:
-        return word + TEENS_DE[units]
-    if tens == 0:
-        return word + ("eins" if units == 1 and last else UNITS_DE[units])
-    return word + (UNITS_DE[units] + "und" if units else "") + TENS_DE[tens]
-
-
-def thousands_and_rest(n: int) -> tuple[int, int]:
-    if not 0 <= n < 1_000_000:
-        raise ValueError(f"the numbers task covers 0 to 999,999, got {n}")
-    return divmod(n, 1000)
-
-
-def german_number(n: int) -> str:
-    """342 -> "dreihundertzweiundvierzig", 21007 -> "einundzwanzigtausendsieben": one word, as German writes it."""
-    thousands, rest = thousands_and_rest(n)
-    if n == 0:
-        return "null"
-    return (german_below_1000(thousands, last=False) + "tausend" if thousands else "") + german_below_1000(rest, True)
-
-
-def english_below_1000(n: int) -> list[str]:
-    hundreds, rest = divmod(n, 100)
-    words = [UNITS_EN[hundreds], "hundred"] if hundreds else []
-    tens, units = divmod(rest, 10)
-    if tens == 1:
-        return words + [TEENS_EN[units]]
-    return words + [w for w in (TENS_EN[tens], UNITS_EN[units]) if w]
-
-
-def english_number(n: int) -> str:
-    """342 -> "three hundred forty two", 21007 -> "twenty one thousand seven" (no hyphens, no "and")."""
-    thousands, rest = thousands_and_rest(n)
-    if n == 0:
-        return "zero"
-    words = english_below_1000(thousands) + ["thousand"] if thousands else []
-    return " ".join(words + english_below_1000(rest))
-
-
-def numbers_task(
-    n_train: int, n_valid: int, n_test: int, seed: int = 0, english_to_german: bool = False
-) -> dict[str, list[tuple[str, str]]]:
-    """Pairs (German, English), or (English, German), with as many 1-digit as 6-digit numbers. Which split a number
-    falls in depends on the hash of its source alone, not on the seed, so a held-out number is never trained on."""
-    rng = random.Random(seed)
-    wanted = {"train": n_train, "valid": n_valid, "test": n_test}
-    splits: dict[str, list[tuple[str, str]]] = {name: [] for name in wanted}
-    seen: set[int] = set()
-    while any(len(splits[name]) < wanted[name] for name in wanted) and len(seen) < 1_000_000:
-        digits = rng.randint(1, 6)
-        n = rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
-        if n in seen:
-            continue
-        seen.add(n)
-        pair = (english_number(n), german_number(n)) if english_to_german else (german_number(n), english_number(n))
-        name = split_of(pair[0])
-        if len(splits[name]) < wanted[name]:
-            splits[name].append(pair)
-    return splits
-
-
-def split_of(source: str) -> str:
-    """A deterministic held-out split by the hash of the source sentence: 1% valid, 1% test, the rest train."""
-    bucket = int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big") % 100
-    return "valid" if bucket == 0 else "test" if bucket == 1 else "train"
-
-
-# -----------------------------------------------------------------------------
-# Reading the user's data: a TSV of pairs, or two line-aligned files
-# -----------------------------------------------------------------------------
-
-
-def read_lines(path: Path, may_be_empty: bool = False) -> list[str]:
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if not may_be_empty and not any(line.strip() for line in lines):
-        raise UserError(f"{path}: the file is empty")
-    text = []
-    for number, line in enumerate(lines, 1):
-        try:
-            text.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as error:
-            raise UserError(
-                f"{path}:{number}: not UTF-8 (byte {line[error.start]:#04x} at column {error.start + 1})"
-            ) from None
-    return text
-
-
-def read_tsv(path: Path, may_be_empty: bool = False) -> list[tuple[str, str]]:
-    """source<TAB>target per line; further columns (Tatoeba's attribution) are ignored; blank lines skipped."""
-    pairs = []
-    for number, line in enumerate(read_lines(path, may_be_empty), 1):
-        if not line.strip():
-            continue
-        columns = line.split("\t")
-        if len(columns) < 2:
-            raise UserError(f"{path}:{number}: expected source<TAB>target, found no tab")
-        pairs.append((columns[0].strip(), columns[1].strip()))
-    return pairs
-
-
-def read_parallel(src: Path, tgt: Path) -> list[tuple[str, str]]:
-    """Line i of src translates to line i of tgt."""
-    sources, targets = read_lines(src), read_lines(tgt)
-    if len(sources) != len(targets):
-        raise UserError(f"{src} has {len(sources)} lines but {tgt} has {len(targets)}: they must be line-aligned")
-    return [(s.strip(), t.strip()) for s, t in zip(sources, targets, strict=True) if s.strip() and t.strip()]
-
-
-def read_pairs(data: str | None, src: str | None, tgt: str | None, what: str) -> list[tuple[str, str]] | None:
-    """--data FILE.tsv, or --src FILE --tgt FILE, or nothing (None)."""
-    if data and (src or tgt):
-        raise UserError(f"give {what} as --data FILE.tsv or as --src FILE --tgt FILE, not both")
-    if data:
-        return read_tsv(Path(data))
-    if src or tgt:
-        if not (src and tgt):
-            raise UserError(f"--src and --tgt come together (got only {'--src' if src else '--tgt'})")
-        return read_parallel(Path(src), Path(tgt))
-    return None
-
-
-def write_tsv(path: Path, pairs: list[tuple[str, str]]) -> None:
-    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
 
 
 # -----------------------------------------------------------------------------
@@ -1029,6 +869,18 @@ def plot_alignment(model, tokenizer, text: str, beam: int, alpha: float, path: P
     plt.close(fig)
 
 
+def fetch(args: argparse.Namespace, console: Console) -> int:
+    paths = fetch_multi30k(args.out, args.source)
+    for path in paths:
+        console.print(f"{path}  {sum(1 for _ in path.open('rb')):,} lines")
+    console.print(
+        f"Multi30k in {args.out}: train with  --src {args.out}/train.de --tgt {args.out}/train.en "
+        f"--valid {args.out}/val.de {args.out}/val.en --test {args.out}/test2016.de {args.out}/test2016.en",
+        soft_wrap=True,
+    )
+    return 0
+
+
 def average(args: argparse.Namespace, console: Console) -> int:
     """§6.1: the base models use "a single model obtained by averaging the last 5 checkpoints"."""
     run_dir = Path(args.run)
@@ -1148,7 +1000,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("run", metavar="RUN_DIR", help="a run directory (its latest checkpoint) or a checkpoint file")
     add_data_flags(p, "test data")
     add_decoding_flags(p)
-    p.add_argument("--examples", type=int, default=8, help="examples to show (default: 8)")
+    p.add_argument("--examples", type=non_negative_int, default=8, help="examples to show (default: 8)")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
 
     p = commands.add_parser("translate", help="translate sentences given as arguments or on stdin")
@@ -1162,13 +1014,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--last", type=positive_int, default=5, help="how many (default: 5)")
     p.add_argument("--out", required=True, metavar="FILE", help="the averaged checkpoint")
 
+    p = commands.add_parser("fetch", help="download a data set, checked against pinned SHA-256 sums")
+    p.add_argument("dataset", choices=("multi30k",), help="Multi30k task 1, German-English (train, val, test2016)")
+    p.add_argument("--out", default="data/multi30k", metavar="DIR", help="where the files go (data/multi30k)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR_OR_URL",
+        help="a folder holding the .gz files, or a mirror's base URL (default: the Multi30k repository)",
+    )
+
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(quiet=getattr(args, "quiet", False))
-    commands = {"train": train, "evaluate": evaluate, "translate": translate, "average": average}
+    commands = {"train": train, "evaluate": evaluate, "translate": translate, "average": average, "fetch": fetch}
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:

@@ -22,8 +22,9 @@ def test_demo_trains_and_prints_the_promised_last_line(tf, capsys):
         (["--steps", "ten"], "expected a positive integer, got 'ten'"),
         (["--device", "tpu"], "invalid choice: 'tpu'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--examples", "-3"], "expected an integer >= 0, got '-3'"),
     ],
-    ids=["task", "steps-zero", "steps-word", "device", "unknown-flag"],
+    ids=["task", "steps-zero", "steps-word", "device", "unknown-flag", "examples-negative"],
 )
 def test_bad_flags_give_one_line_and_exit_2(tf, capsys, argv, words):
     with pytest.raises(SystemExit) as exit_info:

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import corpora
 import translate as tr
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ def write_data(where: Path) -> tuple[Path, Path]:
     """80 numbers of 1 to 6 digits for training, 16 for validation and test, as TSV files."""
     rng = random.Random(9)
     numbers = [rng.randint(0, 10 ** rng.randint(1, 6) - 1) for _ in range(200)]
-    pairs = list(dict.fromkeys((tr.german_number(n), tr.english_number(n)) for n in numbers))
+    pairs = list(dict.fromkeys((corpora.german_number(n), corpora.english_number(n)) for n in numbers))
     train, held = where / "train.tsv", where / "held.tsv"
     tr.write_tsv(train, pairs[:80])
     tr.write_tsv(held, pairs[80:96])

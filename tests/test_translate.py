@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import corpora
 import translate as tr
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,17 +52,17 @@ TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--v
     ],
 )
 def test_number_words_follow_the_rules(n, german, english):
-    assert tr.german_number(n) == german, f"{n} in German"
-    assert tr.english_number(n) == english, f"{n} in English"
+    assert corpora.german_number(n) == german, f"{n} in German"
+    assert corpora.english_number(n) == english, f"{n} in English"
 
 
 def test_every_number_has_its_own_words():
     # a rule that merged two numbers (a lost "und", "ein" for "eins") would make two sources or targets equal
     numbers = range(0, 1_000_000, 7)
-    assert len({tr.german_number(n) for n in numbers}) == len(numbers), "two numbers share a German word"
-    assert len({tr.english_number(n) for n in numbers}) == len(numbers), "two numbers share English words"
+    assert len({corpora.german_number(n) for n in numbers}) == len(numbers), "two numbers share a German word"
+    assert len({corpora.english_number(n) for n in numbers}) == len(numbers), "two numbers share English words"
     with pytest.raises(ValueError, match="0 to 999,999"):
-        tr.german_number(1_000_000)
+        corpora.german_number(1_000_000)
 
 
 def test_the_task_holds_out_numbers_by_hash_and_mixes_magnitudes():
