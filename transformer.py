@@ -71,6 +71,7 @@ class TransformerConfig:
     pad_id: int = 0  # the padding token, in both vocabularies
     label_smoothing: float = 0.1  # epsilon_ls
     warmup_steps: int = 4000  # of the learning-rate schedule, Eq. (3)
+    lr_factor: float = 1.0  # not in the paper: scales Eq. (3)'s rate, whose peak d_model and warm-up otherwise fix
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
@@ -95,6 +96,8 @@ class TransformerConfig:
             )
         if self.warmup_steps < 1:
             raise ValueError(f"warmup_steps must be a positive integer, got {self.warmup_steps!r}")
+        if not self.lr_factor > 0:
+            raise ValueError(f"lr_factor must be > 0 (1 is the paper's schedule), got {self.lr_factor!r}")
 
     @property
     def d_k(self) -> int:
@@ -504,8 +507,8 @@ def learning_rate(step: int, d_model: int, warmup_steps: int) -> float:
 def make_optimizer(
     model: nn.Module, config: TransformerConfig, amsgrad: bool = False
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
-    """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3).
-    Call scheduler.step() after every optimiser step.
+    """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3)
+    times config.lr_factor (1 by default). Call scheduler.step() after every optimiser step.
 
     amsgrad=True (not in the paper) divides by the largest second moment seen so far instead of
     the running one. With beta_2 = 0.98 that running estimate forgets within ~50 steps: once a
@@ -515,7 +518,7 @@ def make_optimizer(
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9, amsgrad=amsgrad)
     # LambdaLR multiplies lr=1.0 by the lambda; it counts from 0, the paper's steps from 1
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: learning_rate(i + 1, config.d_model, config.warmup_steps)
+        optimizer, lambda i: config.lr_factor * learning_rate(i + 1, config.d_model, config.warmup_steps)
     )
     return optimizer, scheduler
 

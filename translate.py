@@ -60,6 +60,8 @@ CHECKPOINT_FORMAT = 1
 DEFAULT_BATCH_TOKENS = 600  # of `train`: about 60 numbers
 DEFAULT_STEPS = 700  # of `train`: enough for the numbers task on a CPU (see the Makefile's translate)
 POOL = 8  # batches' worth of sentences sorted by length together
+LEGACY_POOL = 8  # what checkpoints written before --pool existed were batched with
+BATCHING = {"batch_tokens": "--batch-tokens", "pool": "--pool"}  # kept by a resume: the batches depend on them
 
 
 # -----------------------------------------------------------------------------
@@ -416,6 +418,8 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     import sacrebleu
 
     bleu = sacrebleu.metrics.BLEU()
+    # lowercased: what the tutorials report (their BLEU is over lowercased tokens), so it can stand beside theirs
+    bleu_lower = sacrebleu.metrics.BLEU(lowercase=True)
     chrf = sacrebleu.metrics.CHRF()
     b = bleu.corpus_score(hypotheses, [references])
     c = chrf.corpus_score(hypotheses, [references])
@@ -423,10 +427,12 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     one_word = sum(len(r.split()) <= 1 for r in references)
     return {
         "bleu": b.score,
+        "bleu_lowercase": bleu_lower.corpus_score(hypotheses, [references]).score,
         "chrf": c.score,
         "exact": hits,
         "n": len(references),
         "bleu_signature": str(bleu.get_signature()),
+        "bleu_lowercase_signature": str(bleu_lower.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
         # BLEU counts word 4-grams: on one-word references it is 0 however right the output is
         "bleu_meaningless": one_word > len(references) / 2,
@@ -450,7 +456,17 @@ def held_out_loss(model, examples: list[Example], batch_tokens: int, device) -> 
 # train
 # -----------------------------------------------------------------------------
 
-MODEL_FLAGS = ("d_model", "n_heads", "n_layers", "d_ff", "dropout", "warmup_steps", "max_len", "label_smoothing")
+MODEL_FLAGS = (
+    "d_model",
+    "n_heads",
+    "n_layers",
+    "d_ff",
+    "dropout",
+    "warmup_steps",
+    "lr_factor",
+    "max_len",
+    "label_smoothing",
+)
 
 
 def config_from_args(args: argparse.Namespace, vocab_size: int) -> TransformerConfig:
@@ -533,12 +549,12 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         if clash:
             raise UserError(f"{resume_from} is a checkpoint of another config: {', '.join(clash)}")
         seed, dtype = meta["seed"], meta["dtype"]
-        # the batches depend on the token budget, and the saved position points into those batches
-        if args.batch_tokens is not None and args.batch_tokens != meta["batch_tokens"]:
-            raise UserError(
-                f"{resume_from} was trained with --batch-tokens {meta['batch_tokens']}, not {args.batch_tokens}"
-            )
-        args.batch_tokens = meta["batch_tokens"]
+        # the batches depend on the token budget and the pool, and the saved position points into those batches
+        for name, flag in BATCHING.items():
+            saved = meta.get(name, LEGACY_POOL if name == "pool" else None)
+            if getattr(args, name) is not None and getattr(args, name) != saved:
+                raise UserError(f"{resume_from} was trained with {flag} {saved}, not {getattr(args, name)}")
+            setattr(args, name, saved)
         splits = {name: read_tsv(run_dir / f"{name}.tsv", may_be_empty=True) for name in ("train", "valid", "test")}
     else:
         splits = prepare_data(args)
@@ -549,6 +565,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         config = config_from_args(args, tokenizer.get_vocab_size())
         seed, dtype = args.seed, args.dtype
         args.batch_tokens = args.batch_tokens or DEFAULT_BATCH_TOKENS
+        args.pool = args.pool or POOL
         if procs.master:
             checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
             for name, pairs in splits.items():
@@ -605,6 +622,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                 "seed": seed,
                 "dtype": dtype,
                 "batch_tokens": args.batch_tokens,
+                "pool": args.pool,
                 "train_seconds": seconds_before + seconds,
             }
             states_out = {
@@ -643,7 +661,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         console=console,
         disable=not procs.master,
     )
-    batches = length_batches(train_examples, args.batch_tokens, seed, epoch, min_rows=procs.world)
+    batches = length_batches(train_examples, args.batch_tokens, seed, epoch, procs.world, args.pool)
     seconds, tokens_seen, pad_share, interrupted = 0.0, 0, [], False
     last_valid = {}
     # Ctrl-C only raises a flag, and training stops between two steps: an interrupt inside a step would save the
@@ -662,7 +680,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                     raise KeyboardInterrupt
                 if position >= len(batches):
                     epoch, position = epoch + 1, 0
-                    batches = length_batches(train_examples, args.batch_tokens, seed, epoch, min_rows=procs.world)
+                    batches = length_batches(train_examples, args.batch_tokens, seed, epoch, procs.world, args.pool)
                 tick = time.perf_counter()
                 batch = batches[position]
                 # N processes see the stream one process sees: each takes every N-th sentence of the global batch
@@ -779,6 +797,10 @@ def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) 
 # -----------------------------------------------------------------------------
 
 
+def duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def evaluate(args: argparse.Namespace, console: Console) -> int:
     path, meta, model, tokenizer = load_run(args.run, device_named(args.device))
     pairs = read_pairs(args.data, args.src, args.tgt, "the test data")
@@ -800,13 +822,16 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
         table.add_row(s, t, h, "[green]✓[/]" if h == t else "[red]✗[/]")
     console.print(table)
     console.print(f"sacreBLEU {result['bleu_signature']}")
+    console.print(f"sacreBLEU lowercased {result['bleu_lowercase_signature']}")
     console.print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
     if result["bleu_meaningless"]:
         console.print("[yellow]most references are one word: BLEU counts word 4-grams, so read chrF and exact match[/]")
     console.print(f"decoded {result['n']} sentences in {seconds:.1f} s", style="dim")
     console.print(
-        f"BLEU {result['bleu']:.1f}, exact match {100 * result['exact'] / result['n']:.1f}% "
-        f"({result['exact']}/{result['n']}), beam {args.beam}, after {meta.get('train_seconds', 0.0):.1f} s of training",
+        (f"{args.title}: " if args.title else "")
+        + f"BLEU {result['bleu']:.1f} (sacreBLEU, cased), {result['bleu_lowercase']:.1f} lowercased, "
+        f"exact match {100 * result['exact'] / result['n']:.1f}% ({result['exact']}/{result['n']}), "
+        f"beam {args.beam}, after {duration(meta.get('train_seconds', 0.0))} of training",
         soft_wrap=True,
     )
     if args.json:
@@ -909,23 +934,23 @@ def average(args: argparse.Namespace, console: Console) -> int:
 # -----------------------------------------------------------------------------
 
 
-def number_from_0(below: float | None = None):
-    """An argparse type: a number >= 0, and below `below` when given."""
-    wanted = "a number >= 0" if below is None else f"a number in [0, {below:g})"
+def number_from_0(below: float | None = None, zero: bool = True):
+    """An argparse type: a number >= 0 (> 0 without `zero`), and below `below` when given."""
+    wanted = ("a number >= 0" if zero else "a number > 0") if below is None else f"a number in [0, {below:g})"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (value >= 0 and (below is None or value < below)):
+        if not (value >= 0 and (zero or value > 0) and (below is None or value < below)):
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
 
     return parse
 
 
-unit_float, non_negative_float = number_from_0(below=1.0), number_from_0()
+unit_float, non_negative_float, positive_float = number_from_0(below=1.0), number_from_0(), number_from_0(zero=False)
 
 
 def add_data_flags(parser: argparse.ArgumentParser, what: str) -> None:
@@ -976,6 +1001,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dropout", type=unit_float)
     p.add_argument("--label-smoothing", dest="label_smoothing", type=unit_float)
     p.add_argument("--warmup", dest="warmup_steps", type=positive_int, help="warm-up steps of Eq. (3)")
+    p.add_argument(
+        "--lr-factor",
+        dest="lr_factor",
+        type=positive_float,
+        help="multiplies Eq. (3)'s learning rate (default: 1, the paper's schedule)",
+    )
     p.add_argument("--max-len", dest="max_len", type=positive_int, help="longest sentence in tokens (default: 128)")
     p.add_argument(
         "--steps", type=positive_int, default=DEFAULT_STEPS, help=f"steps to reach (default: {DEFAULT_STEPS})"
@@ -984,6 +1015,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--batch-tokens",
         type=positive_int,
         help=f"token budget of a global batch (default: {DEFAULT_BATCH_TOKENS}; a resume keeps the run's)",
+    )
+    p.add_argument(
+        "--pool",
+        type=positive_int,
+        help=f"batches' worth of sentences sorted by length together (default: {POOL}; a resume keeps the run's)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="default: cpu")
@@ -1002,6 +1038,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_decoding_flags(p)
     p.add_argument("--examples", type=non_negative_int, default=8, help="examples to show (default: 8)")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    p.add_argument("--title", help="what the last line starts with, e.g. the test set's name")
 
     p = commands.add_parser("translate", help="translate sentences given as arguments or on stdin")
     p.add_argument("run", metavar="RUN_DIR", help="a run directory (its latest checkpoint) or a checkpoint file")

@@ -69,6 +69,7 @@ class TransformerConfig:
     pad_id: int = 0  # the padding token, in both vocabularies
     label_smoothing: float = 0.1  # epsilon_ls
     warmup_steps: int = 4000  # of the learning-rate schedule, Eq. (3)
+    lr_factor: float = 1.0  # not in the paper: scales Eq. (3)'s rate, whose peak d_model and warm-up otherwise fix
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
@@ -93,6 +94,8 @@ class TransformerConfig:
             )
         if self.warmup_steps < 1:
             raise ValueError(f"warmup_steps must be a positive integer, got {self.warmup_steps!r}")
+        if not self.lr_factor > 0:
+            raise ValueError(f"lr_factor must be > 0 (1 is the paper's schedule), got {self.lr_factor!r}")
 
     @property
     def d_k(self) -> int:

@@ -83,7 +83,7 @@ def left_behind(where: Path) -> list[str]:
 
 def test_a_byte_order_mark_is_dropped_from_tsv_and_line_files(tmp_path):
     bom = b"\xef\xbb\xbf"
-    (tmp_path / "pairs.tsv").write_bytes(bom + "Katze\tcat\nHund\tdog\n".encode())
+    (tmp_path / "pairs.tsv").write_bytes(bom + b"Katze\tcat\nHund\tdog\n")
     (tmp_path / "a.de").write_bytes(bom + b"Katze\n")
     (tmp_path / "a.en").write_bytes(bom + b"cat\n")
     assert corpora.read_tsv(tmp_path / "pairs.tsv") == [("Katze", "cat"), ("Hund", "dog")], "the BOM stayed"

@@ -3,6 +3,8 @@ the paper's parameter counts (Table 3), and a model that really learns."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -86,6 +88,20 @@ def test_optimizer_is_adam_with_paper_settings_and_schedule(tf):
         assert group["lr"] == pytest.approx(tf.learning_rate(step, config.d_model, config.warmup_steps))
         optimizer.step()
         scheduler.step()
+
+
+@pytest.mark.stage(11)
+def test_lr_factor_scales_every_step_of_the_schedule(tf):
+    model = make_model(tf).float()
+    config = dataclasses.replace(model.config, lr_factor=0.5)
+    optimizer, scheduler = tf.make_optimizer(model, config)
+    for step in range(1, 4):
+        expected = 0.5 * tf.learning_rate(step, config.d_model, config.warmup_steps)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected), f"step {step}: lr_factor not applied"
+        optimizer.step()
+        scheduler.step()
+    with pytest.raises(ValueError, match="lr_factor must be > 0"):
+        dataclasses.replace(model.config, lr_factor=0.0)
 
 
 # -- greedy decoding -----------------------------------------------------------------------------------------

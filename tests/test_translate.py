@@ -20,7 +20,10 @@ import translate as tr
 
 ROOT = Path(__file__).resolve().parent.parent
 # the last line of `translate.py evaluate` (and so of `make translate`), as the README quotes it
-CLOSING_LINE = re.compile(r"BLEU \d+\.\d, exact match \d+\.\d% \(\d+/\d+\), beam \d+, after \d+\.\d s of training")
+CLOSING_LINE = re.compile(
+    r"(.+: )?BLEU \d+\.\d \(sacreBLEU, cased\), \d+\.\d lowercased, exact match \d+\.\d% \(\d+/\d+\), beam \d+, "
+    r"after \d+\.\d (s|min) of training"
+)
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--vocab-size", "120", "--threads", "1"]
 
 
@@ -74,7 +77,7 @@ def test_the_task_holds_out_numbers_by_hash_and_mixes_magnitudes():
     lengths = {len(t.split()) for _, t in splits["train"]}
     assert min(lengths) == 1 and max(lengths) >= 8, "the task must hold short and long numbers"
     reverse = tr.numbers_task(300, 10, 10, seed=0, english_to_german=True)
-    english_words = set(tr.UNITS_EN + tr.TEENS_EN + tr.TENS_EN + ["hundred", "thousand", "zero"])
+    english_words = set(corpora.UNITS_EN + corpora.TEENS_EN + corpora.TENS_EN + ["hundred", "thousand", "zero"])
     for name, pairs in reverse.items():
         for source, target in pairs:
             assert set(source.split()) <= english_words and len(target.split()) == 1, (source, target)
@@ -99,7 +102,7 @@ def test_tsv_ignores_further_columns_and_blank_lines(tmp_path):
 def test_line_aligned_files_pair_up_line_by_line(tmp_path):
     src = write(tmp_path / "train.de", "Ein Hund.\nZwei Katzen.\n")
     tgt = write(tmp_path / "train.en", "A dog.\r\nTwo cats.\r\n")  # Windows line ends too
-    assert tr.read_parallel(src, tgt) == [("Ein Hund.", "A dog."), ("Zwei Katzen.", "Two cats.")]
+    assert corpora.read_parallel(src, tgt) == [("Ein Hund.", "A dog."), ("Zwei Katzen.", "Two cats.")]
 
 
 def test_shared_bpe_keeps_unicode_and_the_special_ids():
@@ -314,6 +317,21 @@ def test_evaluate_prints_the_signature_and_the_closing_line(numbers_run, capsys)
     assert CLOSING_LINE.fullmatch(last) and "/1000), beam 2, after" in last, last
 
 
+def test_bleu_is_reported_cased_and_lowercased_with_both_signatures():
+    result = tr.score(["A black dog runs across the green grass ."], ["a black dog runs across the green grass ."])
+    assert result["bleu_lowercase"] == pytest.approx(100.0), "lowercased BLEU must ignore case"
+    assert result["bleu"] < 90.0, "cased BLEU must count 'A' against 'a' as a miss"
+    assert "case:mixed" in result["bleu_signature"] and "case:lc" in result["bleu_lowercase_signature"]
+
+
+def test_evaluate_puts_the_title_first_and_long_training_in_minutes(numbers_run, capsys):
+    assert tr.duration(59.0) == "59.0 s" and tr.duration(1710.0) == "28.5 min"
+    argv = ["evaluate", str(numbers_run), "--beam", "1", "--examples", "0", "--threads", "1", "--title", "numbers"]
+    assert tr.main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert CLOSING_LINE.fullmatch(last) and last.startswith("numbers: BLEU "), last
+
+
 def test_evaluate_says_when_bleu_cannot_mean_anything(numbers_run, tmp_path, capsys):
     # English -> German turned round: German numbers are one word, and BLEU's 4-grams never match one word
     pairs = tr.read_tsv(numbers_run / "test.tsv")[:20]
@@ -415,6 +433,7 @@ def test_bad_runs_get_one_line_and_leave_the_run_directory_alone(tmp_path, numbe
             "checkpoint of another config: d_model=16 (asked 32)",
         ),
         (["train", "--out", str(run), "--resume", "--batch-tokens", "999"], "was trained with --batch-tokens 600"),
+        (["train", "--out", str(run), "--resume", "--pool", "999"], f"was trained with --pool {tr.POOL}"),
         (["evaluate", str(tmp_path / "empty_run")], "no checkpoint in"),
         (["translate", str(tmp_path / "nowhere"), "eins"], "no such run directory or checkpoint file"),
         (["evaluate", str(tmp_path / "garbage.pt")], "garbage.pt: not a translate.py checkpoint"),
