@@ -413,8 +413,20 @@ def translate_texts(model, tokenizer, texts: list[str], beam: int, alpha: float,
     return out
 
 
+def loops(text: str) -> bool:
+    """Does the text say the same one to four words three times in a row ("a dress and a dress and a dress and")?
+    Real sentences almost never do; a model that has not learnt when to stop does it until max_len."""
+    words = text.split()
+    for n in range(1, 5):
+        for i in range(len(words) - 3 * n + 1):
+            if words[i : i + n] == words[i + n : i + 2 * n] == words[i + 2 * n : i + 3 * n]:
+                return True
+    return False
+
+
 def score(hypotheses: list[str], references: list[str]) -> dict:
-    """Corpus BLEU and chrF by sacreBLEU (with their signatures, so the numbers can be compared), and exact match."""
+    """Corpus BLEU and chrF by sacreBLEU (with their signatures, so the numbers can be compared), exact match, and
+    how many hypotheses loop."""
     import sacrebleu
 
     bleu = sacrebleu.metrics.BLEU()
@@ -430,6 +442,7 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
         "bleu_lowercase": bleu_lower.corpus_score(hypotheses, [references]).score,
         "chrf": c.score,
         "exact": hits,
+        "looping": sum(map(loops, hypotheses)),
         "n": len(references),
         "bleu_signature": str(bleu.get_signature()),
         "bleu_lowercase_signature": str(bleu_lower.get_signature()),
@@ -826,7 +839,7 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
     console.print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
     if result["bleu_meaningless"]:
         console.print("[yellow]most references are one word: BLEU counts word 4-grams, so read chrF and exact match[/]")
-    console.print(f"decoded {result['n']} sentences in {seconds:.1f} s", style="dim")
+    console.print(f"decoded {result['n']} sentences in {seconds:.1f} s; {result['looping']} of them loop", style="dim")
     console.print(
         (f"{args.title}: " if args.title else "")
         + f"BLEU {result['bleu']:.1f} (sacreBLEU, cased), {result['bleu_lowercase']:.1f} lowercased, "

@@ -324,6 +324,22 @@ def test_bleu_is_reported_cased_and_lowercased_with_both_signatures():
     assert "case:mixed" in result["bleu_signature"] and "case:lc" in result["bleu_lowercase_signature"]
 
 
+@pytest.mark.parametrize(
+    "text, looping",
+    [
+        ("a man in a dark dress and a dark dress and a dark dress and a", True),
+        ("the dog barks barks barks", True),
+        ("a man and a woman and a child", False),
+        ("two dogs play . two dogs play .", False),
+        ("", False),
+    ],
+    ids=["three-words-thrice", "one-word-thrice", "and-twice", "a-sentence-twice", "empty"],
+)
+def test_a_loop_is_the_same_words_three_times_in_a_row(text, looping):
+    assert tr.loops(text) is looping, f"{text!r} should {'' if looping else 'not '}count as a loop"
+    assert tr.score([text or "x"], ["a reference"])["looping"] == int(looping)
+
+
 def test_evaluate_puts_the_title_first_and_long_training_in_minutes(numbers_run, capsys):
     assert tr.duration(59.0) == "59.0 s" and tr.duration(1710.0) == "28.5 min"
     argv = ["evaluate", str(numbers_run), "--beam", "1", "--examples", "0", "--threads", "1", "--title", "numbers"]
