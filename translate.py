@@ -40,12 +40,11 @@ from rich.table import Table
 from torch import Tensor
 
 from corpora import UserError, fetch_multi30k, numbers_task, read_pairs, read_tsv, split_of, write_tsv
+from stages.manifest import get_stage
 from transformer import (
     OneLineParser,
     Transformer,
     TransformerConfig,
-    beam_search,
-    greedy_decode,
     label_smoothed_loss,
     make_optimizer,
     non_negative_int,
@@ -392,11 +391,17 @@ def source_ids(tokenizer, texts: list[str], max_len: int) -> tuple[list[list[int
 
 
 def decode_batch(model, src: Tensor, beam: int, alpha: float) -> Tensor:
-    """src (b, S) -> answers (b, <= max_len + 1): greedy at beam 1, beam search above."""
+    """src (b, S) -> answers (b, <= max_len + 1): greedy at beam 1, beam search above.
+
+    Both come from bonus stage 14, the file that holds them (stages/bonus/14_kv_cache.py): transformer.py's
+    greedy_decode and beam_search, token for token (tests/test_bonus.py), with a key/value cache, and a sentence
+    leaves the batch once its answer is decided. transformer.py's own loops re-read every token at every step.
+    """
+    cached = get_stage(14).load()
     max_len = min(model.config.max_len - 1, 2 * src.size(1) + 10)  # an answer rarely runs past twice its source
     if beam == 1:
-        return greedy_decode(model, src, max_len, BOS_ID, EOS_ID)
-    return beam_search(model, src, max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
+        return cached.cached_greedy_decode(model, src, max_len, BOS_ID, EOS_ID)
+    return cached.cached_beam_search(model, src, max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
 
 
 def translate_texts(model, tokenizer, texts: list[str], beam: int, alpha: float, batch_size: int = 200) -> list[str]:

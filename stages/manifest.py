@@ -133,9 +133,10 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         14,
         "kv_cache",
-        "Key/value cache for greedy decoding",
+        "Key/value cache for greedy decoding and beam search",
         "beyond the paper (§3.2.3)",
-        "Greedy decoding keeps each layer's keys and values, so every step runs the decoder on the new token only.",
+        "Decoding keeps each layer's keys and values, so every step runs the decoder on the new token only; "
+        "beam search reorders the cache with its hypotheses, and finished sentences leave the batch.",
         bonus=True,
     ),
     Stage(

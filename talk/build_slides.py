@@ -274,7 +274,7 @@ def make_targets() -> dict[str, str]:
     """Target -> one-line description, as `make help` reads them from the Makefile."""
     found = {}
     for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines():
-        m = re.match(r"^([a-zA-Z_-]+):.*## (.*)$", line)
+        m = re.match(r"^([a-zA-Z0-9_-]+):.*## (.*)$", line)
         if m:
             found[m[1]] = m[2].strip()
     return found

@@ -4,7 +4,8 @@ Each bonus stage is transformer.py plus one change. The first tests keep them in
 stages/bonus/sync.py): a change to transformer.py that is not carried over to a bonus stage fails here,
 naming the function that drifted, and `python tools/stages.py sync` carries it over.
 The others check that each change computes what transformer.py computes: the fused kernel gives the
-hand-written attention's outputs and gradients, and the cached decoder writes greedy_decode's tokens.
+hand-written attention's outputs and gradients, and the cached decoders write greedy_decode's and
+beam_search's tokens while finished sentences leave the batch.
 """
 
 from __future__ import annotations
@@ -268,9 +269,9 @@ def test_each_cached_step_gives_the_full_decoders_last_position_in_float64():
     src_mask = tf.padding_mask(src, 0)
     with torch.no_grad():
         memory = cached.encode(src, src_mask)
-        cache = module.KeyValueCache(cached, memory, 12)
+        cache = module.KeyValueCache(cached, memory, src_mask, 12)
         for t in range(12):
-            step = module.decode_step(cached, tokens[:, t], cache, src_mask)  # (B, D)
+            step = module.decode_step(cached, tokens[:, t], cache)  # (B, D)
             full = ours.decode(tokens[:, : t + 1], memory, src_mask, tf.subsequent_mask(t + 1))[:, -1]  # (B, D)
             diff = (step - full).abs().max().item()
             assert diff <= TOL64, f"step {t}: the cached decoder's output differs from the full decoder's by {diff:.1e}"
@@ -316,3 +317,154 @@ def test_cached_decoding_accepts_transformer_py_models():
     assert torch.equal(module.cached_greedy_decode(ours, src, 15, tf.BOS), tf.greedy_decode(ours, src, 15, tf.BOS)), (
         "cached_greedy_decode on a transformer.py model writes other tokens than greedy_decode"
     )
+
+
+def end_token(free: torch.Tensor) -> int:
+    """A token that the sequences of free (B, T) first write at many different steps (or never): called the end
+    token, it makes the sentences of a batch finish at different steps, some not before max_len."""
+
+    def first_steps(token):
+        return {int((row == token).nonzero()[0]) if (row == token).any() else None for row in free[:, 1:]}
+
+    return max(range(tf.FIRST_SYMBOL, int(free.max()) + 1), key=lambda token: (len(first_steps(token)), -token))
+
+
+def finishing_steps(out: torch.Tensor, eos: int) -> list[int | None]:
+    """The step at which each answer (B, T) writes eos, None for one cut off at max_len."""
+    return [int((row[1:] == eos).nonzero()[0]) + 1 if (row[1:] == eos).any() else None for row in out]
+
+
+def stretched(row: torch.Tensor, width: int) -> torch.Tensor:
+    return F.pad(row, (0, width - row.size(0)), value=tf.PAD)  # (T,) -> (width,): answers of different widths
+
+
+@pytest.mark.parametrize(
+    "seed,beam,alpha",
+    [(0, 2, 0.6), (1, 4, 0.0), (4, 4, 0.6), (1, 3, 2.0)],
+    ids=["seed0-beam2-alpha0.6", "seed1-beam4-alpha0", "seed4-beam4-alpha0.6", "seed1-beam3-alpha2"],
+)
+def test_cached_beam_search_gives_beam_searchs_tokens_and_scores(seed, beam, alpha):
+    ours, cached, module, src = decoding_models(seed, dtype=torch.float64)
+    eos = end_token(tf.greedy_decode(ours, src, 20, tf.BOS))
+    plain, plain_scores = tf.beam_search(ours, src, 20, tf.BOS, eos, beam, alpha, return_scores=True)
+    fast, fast_scores = module.cached_beam_search(cached, src, 20, tf.BOS, eos, beam, alpha, return_scores=True)
+    assert len(set(finishing_steps(plain, eos))) >= 2, "test setup: the sentences should finish at different steps"
+    assert torch.equal(plain, fast), (
+        f"the cached beam search wrote other tokens than beam_search (end token {eos}): does the cache follow the "
+        f"hypotheses topk picked, and do finished sentences leave it row for row?\n{plain}\nvs\n{fast}"
+    )
+    diff = (plain_scores - fast_scores).abs().max().item()
+    assert diff <= 1e-9, f"the cached beam search scores its answers {diff:.1e} away from beam_search's (float64)"
+
+
+@pytest.mark.parametrize("seed", [1, 4], ids=lambda s: f"seed{s}")
+def test_cached_beam_of_one_is_greedy_decoding(seed):
+    ours, cached, module, src = decoding_models(seed)
+    eos = end_token(tf.greedy_decode(ours, src, 20, tf.BOS))
+    greedy = tf.greedy_decode(ours, src, 20, tf.BOS, eos)
+    assert len(set(finishing_steps(greedy, eos))) >= 2, "test setup: the sentences should finish at different steps"
+    for name, out in (
+        ("cached_greedy_decode", module.cached_greedy_decode(cached, src, 20, tf.BOS, eos)),
+        ("cached_beam_search with beam 1", module.cached_beam_search(cached, src, 20, tf.BOS, eos, beam_size=1)),
+    ):
+        assert torch.equal(out, greedy), f"{name} wrote other tokens than greedy_decode:\n{out}\nvs\n{greedy}"
+
+
+@pytest.mark.parametrize("beam", [1, 3], ids=["greedy", "beam3"])
+def test_finished_sentences_leave_the_batch_and_no_answer_changes(beam):
+    _, cached, module, src = decoding_models(1)
+    eos = end_token(tf.greedy_decode(cached, src, 20, tf.BOS))
+
+    def decode(s):
+        if beam == 1:
+            return module.cached_greedy_decode(cached, s, 20, tf.BOS, eos)
+        return module.cached_beam_search(cached, s, 20, tf.BOS, eos, beam_size=beam)
+
+    rows = []  # the rows the decoder computes at each step
+    hook = cached.decoder.layers[0].self_attn.w_q.register_forward_hook(lambda _m, a, _o: rows.append(a[0].size(0)))
+    try:
+        batch = decode(src)
+    finally:
+        hook.remove()
+    steps = finishing_steps(batch, eos)
+    assert len(set(steps)) >= 3, f"test setup: the sentences should finish at several different steps, {steps}"
+    B = src.size(0)
+    if beam == 1:  # a sentence is computed at step t exactly when it has not written eos before t
+        expected = [sum(s is None or s >= t for s in steps) for t in range(1, len(rows) + 1)]
+        assert rows == expected, f"rows computed per step {rows}, but only unfinished sentences should be: {expected}"
+    assert rows[0] == beam * B and rows[-1] < rows[0] and rows == sorted(rows, reverse=True), (
+        f"rows computed per step {rows}: a sentence whose answer is decided should leave the batch"
+    )
+    for i in range(B):
+        length = int((src[i] != tf.PAD).sum())
+        alone = decode(src[i : i + 1, :length])[0]  # (T_i,)
+        assert torch.equal(stretched(alone, batch.size(1)), batch[i]), (
+            f"sentence {i} decoded alone gets {alone.tolist()}, in the batch {batch[i].tolist()}: "
+            "dropping the finished sentences mixed up the rows of the others"
+        )
+
+
+def test_cached_beam_search_runs_the_encoder_once_and_the_decoder_on_one_token_per_step():
+    _, cached, module, src = decoding_models(0)
+    calls = {"encoder": 0, "memory keys": 0, "query lengths": []}
+    cached.encoder.register_forward_hook(lambda *_: calls.__setitem__("encoder", calls["encoder"] + 1))
+    for layer in cached.decoder.layers:
+        layer.cross_attn.w_k.register_forward_hook(
+            lambda *_: calls.__setitem__("memory keys", calls["memory keys"] + 1)
+        )
+        layer.self_attn.w_q.register_forward_hook(lambda _m, args, _out: calls["query lengths"].append(args[0].size(1)))
+    module.cached_beam_search(cached, src, 20, tf.BOS, tf.EOS, beam_size=4)
+    assert calls["encoder"] == 1, f"the encoder ran {calls['encoder']} times; it should run once"
+    assert calls["memory keys"] == len(cached.decoder.layers), (
+        f"cross-attention keys were computed {calls['memory keys']} times; once per layer is enough"
+    )
+    assert set(calls["query lengths"]) == {1}, (
+        f"each step should feed the decoder one new token, got query lengths {sorted(set(calls['query lengths']))}"
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(max_len=0), "max_len must be a positive integer"),
+        (dict(max_len=10), "exceed the model's max_len=10"),
+        (dict(beam_size=0), r"beam_size must be an integer in \[1, 20\]"),
+        (dict(beam_size=21), r"beam_size must be an integer in \[1, 20\]"),
+        (dict(alpha=-0.5), "alpha must be >= 0"),
+        (dict(src_offset=100), "outside the vocabulary"),
+    ],
+    ids=["max_len-0", "max_len-too-long", "beam-0", "beam-wider-than-vocabulary", "negative-alpha", "bad-source"],
+)
+def test_cached_beam_search_validates_like_beam_search(kwargs, words):
+    _, cached, module, src = decoding_models(0, max_len=10)
+    settings = dict(max_len=5) | kwargs
+    src = src + settings.pop("src_offset", 0)
+    with pytest.raises(ValueError, match=words):
+        module.cached_beam_search(cached, src, bos_id=tf.BOS, eos_id=tf.EOS, **settings)
+
+
+def test_cached_beam_search_restores_training_mode():
+    _, cached, module, src = decoding_models(0)
+    cached.train()
+    module.cached_beam_search(cached, src, 3, tf.BOS, tf.EOS)
+    assert cached.training, "cached_beam_search left the model in eval mode"
+
+
+@pytest.mark.parametrize("beam", [1, 4], ids=["greedy", "beam4"])
+def test_translate_decodes_with_stage_14s_cache(beam):
+    """translate.py loads the stage's decoders (one source, not a copy): transformer.py's answers, one token a step."""
+    import translate
+
+    ours, _, _, src = decoding_models(4)
+    query_lengths = []
+    ours.decoder.layers[0].self_attn.w_q.register_forward_hook(lambda _m, a, _o: query_lengths.append(a[0].size(1)))
+    out = translate.decode_batch(ours, src, beam, 0.6)
+    assert set(query_lengths) == {1}, (
+        f"translate.decode_batch fed the decoder {sorted(set(query_lengths))} tokens a step: not stage 14's cache"
+    )
+    max_len = min(ours.config.max_len - 1, 2 * src.size(1) + 10)
+    if beam == 1:
+        expected = tf.greedy_decode(ours, src, max_len, translate.BOS_ID, translate.EOS_ID)
+    else:
+        expected = tf.beam_search(ours, src, max_len, translate.BOS_ID, translate.EOS_ID, beam, 0.6)
+    assert torch.equal(out, expected), "translate.decode_batch wrote other tokens than transformer.py's decoders"

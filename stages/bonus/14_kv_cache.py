@@ -1,13 +1,21 @@
-"""Bonus stage 14: Key/value cache for greedy decoding (beyond the paper; §3.2.3).
+"""Bonus stage 14: Key/value cache for greedy decoding and beam search (beyond the paper; §3.2.3).
 
-transformer.py with one addition: `cached_greedy_decode`, which writes the same tokens as
-`greedy_decode` with less work. Plain greedy decoding re-runs the decoder over every token written
-so far at each step, so writing n tokens costs O(n^2) token passes. But the decoder's self-attention
-is masked (§3.2.3): position i never sees a later position, so once written, its keys and values in
-every layer never change. Keep them (the cache), and each step only has to run the decoder on the
-one new token, against the kept keys and values. The encoder runs once, and the cross-attention keys
-and values of its output are computed once per layer. The demo checks that the tokens are identical
-to greedy_decode's, with padding in the source and with an end token, and times both.
+transformer.py with one addition: `cached_greedy_decode` and `cached_beam_search`, which write the same
+tokens as `greedy_decode` and `beam_search` with less work. Plain decoding re-runs the decoder over every
+token written so far at each step, so writing n tokens costs O(n^2) token passes. But the decoder's
+self-attention is masked (§3.2.3): position i never sees a later position, so once written, its keys and
+values in every layer never change. Keep them (the cache), and each step only has to run the decoder on
+the one new token, against the kept keys and values. The encoder runs once, and the cross-attention keys
+and values of its output are computed once per layer.
+
+Beam search adds a twist: at each step topk picks which hypotheses go on, and two may extend the same one.
+The cache has to follow them: `KeyValueCache.reorder(rows)` keeps the rows of the chosen hypotheses, in
+their new order. The same call lets a sentence whose answer is decided (beam_search's exact test, or
+eos_id in greedy decoding) leave the batch, so later steps compute only the sentences still undecided.
+The ranking is beam_search's, line for line: the two sit side by side in this file so you can compare
+them, and tests/test_bonus.py holds them to the same tokens and scores. translate.py decodes with this
+file's two functions, loaded from here, not copied. The demo checks the tokens against greedy_decode's
+and beam_search's, with padding in the source and sentences that end at different steps, and times both.
 
 This file is transformer.py with that addition (its own section at the end), then a demo of its own.
 `make diff FROM=12 TO=14` (or `diff transformer.py stages/bonus/14_kv_cache.py`) shows it.
@@ -79,6 +87,7 @@ class TransformerConfig:
     pad_id: int = 0  # the padding token, in both vocabularies
     label_smoothing: float = 0.1  # epsilon_ls
     warmup_steps: int = 4000  # of the learning-rate schedule, Eq. (3)
+    lr_factor: float = 1.0  # not in the paper: scales Eq. (3)'s rate, whose peak d_model and warm-up otherwise fix
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
@@ -103,6 +112,8 @@ class TransformerConfig:
             )
         if self.warmup_steps < 1:
             raise ValueError(f"warmup_steps must be a positive integer, got {self.warmup_steps!r}")
+        if not self.lr_factor > 0:
+            raise ValueError(f"lr_factor must be > 0 (1 is the paper's schedule), got {self.lr_factor!r}")
 
     @property
     def d_k(self) -> int:
@@ -512,8 +523,8 @@ def learning_rate(step: int, d_model: int, warmup_steps: int) -> float:
 def make_optimizer(
     model: nn.Module, config: TransformerConfig, amsgrad: bool = False
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
-    """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3).
-    Call scheduler.step() after every optimiser step.
+    """§5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, eps = 1e-9, driven by the schedule of Eq. (3)
+    times config.lr_factor (1 by default). Call scheduler.step() after every optimiser step.
 
     amsgrad=True (not in the paper) divides by the largest second moment seen so far instead of
     the running one. With beta_2 = 0.98 that running estimate forgets within ~50 steps: once a
@@ -523,7 +534,7 @@ def make_optimizer(
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9, amsgrad=amsgrad)
     # LambdaLR multiplies lr=1.0 by the lambda; it counts from 0, the paper's steps from 1
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: learning_rate(i + 1, config.d_model, config.warmup_steps)
+        optimizer, lambda i: config.lr_factor * learning_rate(i + 1, config.d_model, config.warmup_steps)
     )
     return optimizer, scheduler
 
@@ -735,14 +746,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def positive_int(text: str) -> int:
+def int_at_least(text: str, minimum: int, what: str) -> int:
+    """An integer flag's value, or an argparse error naming what was expected and what arrived."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return int_at_least(text, 0, "an integer >= 0")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -759,7 +779,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64, help="sequences per step (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
-    parser.add_argument("--examples", type=int, default=8, help="held-out examples to show (default: 8)")
+    parser.add_argument("--examples", type=non_negative_int, default=8, help="held-out examples to show (default: 8)")
     return parser.parse_args(argv)
 
 
@@ -853,18 +873,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -----------------------------------------------------------------------------
-# Stage 14 · Key/value cache for greedy decoding · beyond the paper (§3.2.3)
+# Stage 14 · Key/value cache for greedy decoding and beam search · beyond the paper (§3.2.3)
 # -----------------------------------------------------------------------------
 
 
 class KeyValueCache:
-    """What the decoder keeps between decoding steps, per layer:
-    - the self-attention keys and values of every position written so far, in room for max_len
-      positions allocated once (each step writes one position, nothing is copied);
-    - the cross-attention keys and values of the encoder output, computed once.
+    """What the decoder keeps between decoding steps, one row per sequence being written (per
+    hypothesis, in beam search):
+    - per layer, the self-attention keys and values of every position written so far, in room for
+      max_len positions allocated once (each step writes one position in place);
+    - per layer, the cross-attention keys and values of the encoder output, computed once, and the
+      source mask that goes with them.
+    reorder(rows) keeps the rows a decoder still needs, in the order it needs them.
     """
 
-    def __init__(self, model: Transformer, memory: Tensor, max_len: int):
+    def __init__(self, model: Transformer, memory: Tensor, src_mask: Tensor | None, max_len: int):
         B, S, _ = memory.shape
         H, d_k = model.config.n_heads, model.config.d_k
         layers = model.decoder.layers
@@ -877,9 +900,25 @@ class KeyValueCache:
         self.memory_values = [
             layer.cross_attn.split_heads(layer.cross_attn.w_v(memory)) for layer in layers
         ]  # (B, H, S, d_k)
+        self.src_mask = src_mask  # (B, 1, 1, S), or any mask that broadcasts
+
+    def reorder(self, rows: Tensor) -> None:
+        """New row i is old row rows[i]. Beam search repeats a row when two hypotheses extend the same
+        one, and both decoders leave out the rows of sentences that are done, so that later steps do
+        not compute them. rows (B',) -> every tensor of the cache goes from B to B' rows."""
+        t = self.length
+        for kept in (self.keys, self.values):
+            for i, old in enumerate(kept):
+                new = old.new_empty(len(rows), *old.shape[1:])  # (B', H, max_len, d_k)
+                new[:, :, :t] = old[rows, :, :t]  # only the positions written so far are worth copying
+                kept[i] = new
+        self.memory_keys = [k[rows] for k in self.memory_keys]  # (B, H, S, d_k) -> (B', H, S, d_k)
+        self.memory_values = [v[rows] for v in self.memory_values]  # (B, H, S, d_k) -> (B', H, S, d_k)
+        if self.src_mask is not None and self.src_mask.dim() == 4 and self.src_mask.size(0) > 1:
+            self.src_mask = self.src_mask[rows]  # (B, 1, 1, S) -> (B', 1, 1, S); a mask of batch 1 serves all
 
 
-def decode_step(model: Transformer, token: Tensor, cache: KeyValueCache, src_mask: Tensor | None) -> Tensor:
+def decode_step(model: Transformer, token: Tensor, cache: KeyValueCache) -> Tensor:
     """The decoder on one new token (B,) at position cache.length; returns its output (B, D).
 
     The same computation as DecoderLayer.forward, for the last position only: its query meets the
@@ -900,7 +939,7 @@ def decode_step(model: Transformer, token: Tensor, cache: KeyValueCache, src_mas
         cross = layer.cross_attn
         q = cross.split_heads(cross.w_q(y))  # (B, H, 1, d_k)
         out, _ = scaled_dot_product_attention(
-            q, cache.memory_keys[i], cache.memory_values[i], src_mask
+            q, cache.memory_keys[i], cache.memory_values[i], cache.src_mask
         )  # (B, H, 1, d_k)
         y = layer.add_norm_2(y, cross.w_o(cross.merge_heads(out)))  # (B, 1, D)
         y = layer.add_norm_3(y, layer.feed_forward(y))  # (B, 1, D)
@@ -919,32 +958,119 @@ def cached_greedy_decode(
 ) -> Tensor:
     """greedy_decode with a key/value cache: the same arguments and the same tokens.
 
-    The encoder runs once; each step runs the decoder on the newest token only. Returns token ids
-    (B, <= max_len + 1) that start with bos_id. A sequence that has written eos_id is padded with
-    pad_id from then on; decoding stops early once all have.
+    The encoder runs once; each step runs the decoder on the newest token only, and only for the
+    sequences that have not yet written eos_id: a finished one leaves the cache. Returns token ids
+    (B, <= max_len + 1) that start with bos_id, padded with pad_id after eos_id.
     """
     check_max_len(model, max_len)
     was_training = model.training
     model.eval()
-    pad_id = model.config.pad_id
+    pad_id, B, device = model.config.pad_id, src.size(0), src.device
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
     if src_mask is None:
-        model._check_tokens("src", src, model.config.src_vocab_size)
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
-    memory = model.encode(src, src_mask)  # (B, S, D)
-    cache = KeyValueCache(model, memory, max_len)  # the decoder reads positions 0 .. max_len - 1
-    ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
-    finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)  # (B,)
-    for _ in range(max_len):
-        hidden = decode_step(model, ys[:, -1], cache, src_mask)  # (B, D): only the newest token goes in
-        next_token = model.generator(hidden).argmax(dim=-1)  # (B, D) -> (B, V) -> (B,)
+    memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
+    cache = KeyValueCache(model, memory, src_mask, max_len)  # the decoder reads positions 0 .. max_len - 1
+    ys = torch.full((B, max_len + 1), pad_id, dtype=torch.long, device=device)  # (B, max_len + 1)
+    ys[:, 0] = bos_id
+    alive = torch.arange(B, device=device)  # (b,): the sequences still writing, one cache row each
+    token = ys[:, 0]  # (b,)
+    for t in range(1, max_len + 1):
+        hidden = decode_step(model, token, cache)  # (b, D): only the newest token goes in
+        token = model.generator(hidden).argmax(dim=-1)  # (b, D) -> (b, V) -> (b,)
+        ys[alive, t] = token
         if eos_id is not None:
-            next_token = next_token.masked_fill(finished, pad_id)  # (B,)
-            finished |= next_token == eos_id
-        ys = torch.cat([ys, next_token[:, None]], dim=1)  # (B, t) -> (B, t + 1)
-        if finished.all():
-            break
+            going = token != eos_id  # (b,)
+            if not going.all():
+                if not going.any():
+                    break
+                alive, token = alive[going], token[going]  # (b',)
+                cache.reorder(going.nonzero()[:, 0])  # the finished rows leave the cache
     model.train(was_training)
-    return ys
+    return ys[:, : t + 1]  # (B, t + 1): no column after the last step taken
+
+
+@torch.no_grad()
+def cached_beam_search(
+    model: Transformer,
+    src: Tensor,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    src_mask: Tensor | None = None,
+    return_scores: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """beam_search with a key/value cache: the same arguments, the same tokens and scores.
+
+    The ranking is beam_search's, line for line; what changes is the work. Each step runs the decoder
+    on the newest token of each hypothesis only, and once topk has picked the hypotheses to extend,
+    cache.reorder(rows) moves their keys and values with them. A sentence that is done (beam_search's
+    exact test) keeps its answer aside and leaves the batch and the cache, so later steps compute
+    only the sentences still undecided.
+    """
+    check_max_len(model, max_len)
+    V = model.config.tgt_vocab_size
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= V:
+        raise ValueError(f"beam_size must be an integer in [1, {V}] (the target vocabulary), got {beam_size!r}")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0 (0 turns the length penalty off), got {alpha!r}")
+    was_training = model.training
+    model.eval()
+    pad_id, K, B, device = model.config.pad_id, beam_size, src.size(0), src.device
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
+    if src_mask is None:
+        src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
+    memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
+    cache = KeyValueCache(model, memory, src_mask, max_len)  # (B, ...)
+    cache.reorder(torch.arange(B, device=device).repeat_interleave(K))  # (B, ...) -> (B*K, ...): a row per beam
+    answers = torch.full((B, max_len + 1), pad_id, dtype=torch.long, device=device)  # (B, max_len + 1)
+    answer_score = torch.zeros(B, dtype=memory.dtype, device=device)  # (B,): log P / lp of each answer
+    answer_length = torch.zeros(B, dtype=memory.dtype, device=device)  # (B,): its |Y|
+    alive = torch.arange(B, device=device)  # (b,): the sentences still undecided, K cache rows each
+    ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (b*K, 1)
+    # log P of each hypothesis; all beams but the first start at -inf so step 1 expands one copy only
+    score = torch.full((B, K), -math.inf, dtype=memory.dtype, device=device)  # (b, K)
+    score[:, 0] = 0.0
+    length = torch.zeros(B, K, dtype=memory.dtype, device=device)  # (b, K): |Y| so far
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)  # (b, K)
+    lp_max = length_penalty(torch.tensor(float(max_len)), alpha)
+    for t in range(1, max_len + 1):
+        b = alive.size(0)
+        hidden = decode_step(model, ys[:, -1], cache)  # (b*K, D): the newest token of each hypothesis
+        log_p = model.generator(hidden).log_softmax(dim=-1).view(b, K, V)  # (b*K, D) -> (b, K, V)
+        # from here to `done`, beam_search's ranking unchanged (B becomes b, the sentences still undecided)
+        log_p = log_p.masked_fill(finished[:, :, None], -math.inf)  # (b, K, V)
+        log_p[..., pad_id] = log_p[..., pad_id].masked_fill(finished, 0.0)
+        candidate = score[:, :, None] + log_p  # (b, K, 1) + (b, K, V) -> (b, K, V)
+        new_length = torch.where(finished, length, float(t))[:, :, None].expand(b, K, V)  # (b, K, V)
+        ranked = candidate / length_penalty(new_length, alpha)  # (b, K, V)
+        best, index = ranked.view(b, K * V).topk(K, dim=-1)  # (b, K) each, best first
+        beam, token = index // V, index % V  # (b, K): which hypothesis it extends, with which token
+        score = candidate.view(b, K * V).gather(1, index)  # (b, K)
+        length = new_length.reshape(b, K * V).gather(1, index)  # (b, K)
+        finished = finished.gather(1, beam) | (token == eos_id)  # (b, K)
+        rows = (torch.arange(b, device=device)[:, None] * K + beam).flatten()  # (b*K,): the rows to extend
+        ys = torch.cat([ys[rows], token.view(b * K, 1)], dim=1)  # (b*K, t) -> (b*K, t + 1)
+        best_finished = best.masked_fill(~finished, -math.inf).max(dim=-1).values  # (b,)
+        best_live = (score / lp_max).masked_fill(finished, -math.inf).max(dim=-1).values  # (b,)
+        done = (best_finished >= best_live) | (t == max_len)  # (b,): at max_len, cut off as beam_search does
+        if done.any():
+            # topk sorts, so hypothesis 0 is a done sentence's answer: keep it aside
+            answers[alive[done], : t + 1] = ys.view(b, K, t + 1)[done, 0]  # (d, t + 1)
+            answer_score[alive[done]] = best[done, 0]
+            answer_length[alive[done]] = length[done, 0]
+            keep = ~done  # (b,)
+            if not keep.any():
+                break
+            alive, score, length, finished = alive[keep], score[keep], length[keep], finished[keep]  # (b', ...)
+            ys = ys.view(b, K, t + 1)[keep].flatten(0, 1)  # (b'*K, t + 1)
+            rows = rows.view(b, K)[keep].flatten()  # (b'*K,)
+        cache.reorder(rows)  # the cache follows the hypotheses, and drops the sentences that are done
+    out = answers[:, : 1 + int(answer_length.max())]  # (B, <= max_len + 1): no column beyond the longest answer
+    model.train(was_training)
+    return (out, answer_score) if return_scores else out
 
 
 # -----------------------------------------------------------------------------
@@ -961,9 +1087,14 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def ends(out: Tensor, eos: int) -> list[int | None]:
+    """The step at which each answer (B, T) writes eos; None for one cut off at max_len."""
+    return [int((row[1:] == eos).nonzero()[0]) + 1 if (row[1:] == eos).any() else None for row in out]
+
+
 def demo(argv: list[str] | None = None) -> int:
     OneLineParser(
-        description="Greedy decoding with a key/value cache: the same tokens, and how much faster."
+        description="Greedy decoding and beam search with a key/value cache: the same tokens, and how much faster."
     ).parse_args(argv)
     console = Console()
     torch.manual_seed(0)
@@ -977,36 +1108,56 @@ def demo(argv: list[str] | None = None) -> int:
     src[1, 8:] = PAD  # padding in the source
     src[3, 3:] = PAD
 
-    table = Table(title="Stage 14: cached_greedy_decode vs greedy_decode, 4 sources, untrained model")
+    table = Table(title="Stage 14: the cached decoders vs transformer.py's, 4 sources, untrained model")
     for column in ("check", "result", ""):
         table.add_column(column)
+    results = []
     plain, cached = greedy_decode(model, src, 40, BOS), cached_greedy_decode(model, src, 40, BOS)
-    same = torch.equal(plain, cached)
-    table.add_row("40 tokens, no end token", f"identical: {same}", "[green]✓[/]" if same else "[red]✗[/]")
+    results.append(("greedy, 40 tokens, no end token", torch.equal(plain, cached), ""))
     # Pretend the token that sequence 0 writes at step 10 is the end token: sequences stop at different steps.
     eos = int(plain[0, 10])
     plain_eos, cached_eos = greedy_decode(model, src, 40, BOS, eos), cached_greedy_decode(model, src, 40, BOS, eos)
-    same_eos = torch.equal(plain_eos, cached_eos)
-    stops = [int((row == eos).nonzero()[0]) if (row == eos).any() else None for row in plain_eos]
-    table.add_row(
-        f"end token {eos}: stops at {stops}", f"identical: {same_eos}", "[green]✓[/]" if same_eos else "[red]✗[/]"
+    results.append((f"greedy, end token {eos}: ends at {ends(plain_eos, eos)}", torch.equal(plain_eos, cached_eos), ""))
+    beam, beam_scores = beam_search(model, src, 40, BOS, eos, beam_size=4, return_scores=True)
+    rows = []  # how many rows the cached decoder computes at each step
+    hook = model.decoder.layers[0].self_attn.w_q.register_forward_hook(lambda _m, a, _o: rows.append(a[0].size(0)))
+    fast, fast_scores = cached_beam_search(model, src, 40, BOS, eos, beam_size=4, return_scores=True)
+    hook.remove()
+    gap = (beam_scores - fast_scores).abs().max().item()
+    results.append(
+        (f"beam 4, end token {eos}: ends at {ends(beam, eos)}", torch.equal(beam, fast), f", scores {gap:.0e} apart")
     )
+    for check, same, extra in results:
+        table.add_row(check, f"identical: {same}{extra}", "[green]✓[/]" if same else "[red]✗[/]")
     console.print(table)
-    print("sequence 0:", " ".join(str(t) for t in cached_eos[0].tolist()))
+    print("greedy, sequence 0:", " ".join(str(t) for t in cached_eos[0].tolist()))
+    print("beam 4, rows the decoder computes at each step (4 per undecided sentence):", " ".join(map(str, rows)))
 
-    timing = Table(title="time to write n tokens for 4 sources, median of 3 (CPU; see `make bench` for more)")
-    for column in ("n", "greedy_decode", "cached_greedy_decode", "speed-up"):
+    timing = Table(title="time to decode 4 sources, median of 3 (CPU; see `make bench` for more)")
+    for column in ("decoding", "transformer.py", "stage 14", "speed-up"):
         timing.add_column(column, justify="right")
-    lengths = (16, 64, 128)
+    runs = [
+        (
+            f"greedy, {n} tokens",
+            lambda n=n: greedy_decode(model, src, n, BOS),
+            lambda n=n: cached_greedy_decode(model, src, n, BOS),
+        )
+        for n in (16, 64, 128)
+    ] + [
+        (
+            f"beam 4, up to 64 tokens, end token {eos}",
+            lambda: beam_search(model, src, 64, BOS, eos, beam_size=4),
+            lambda: cached_beam_search(model, src, 64, BOS, eos, beam_size=4),
+        )
+    ]
     with Progress(TextColumn("timing"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as progress:
-        bar = progress.add_task("timing", total=len(lengths))
-        for n in lengths:
-            slow = median_seconds(lambda: greedy_decode(model, src, n, BOS))  # noqa: B023
-            fast = median_seconds(lambda: cached_greedy_decode(model, src, n, BOS))  # noqa: B023
-            timing.add_row(str(n), f"{slow * 1e3:.0f} ms", f"{fast * 1e3:.0f} ms", f"{slow / fast:.1f}x")
+        bar = progress.add_task("timing", total=len(runs))
+        for name, slow_fn, fast_fn in runs:
+            slow, fast = median_seconds(slow_fn), median_seconds(fast_fn)
+            timing.add_row(name, f"{slow * 1e3:.0f} ms", f"{fast * 1e3:.0f} ms", f"{slow / fast:.1f}x")
             progress.advance(bar)
     console.print(timing)
-    all_ok = same and same_eos
+    all_ok = all(same for _, same, _ in results)
     console.print("[green]the cache changes the work, not the tokens[/]" if all_ok else "[red]the tokens differ[/]")
     return 0 if all_ok else 1
 

@@ -34,7 +34,7 @@ LEGEND = "Shape legend"
 # end of the library part.
 DECLARED = {
     13: {"changed": ("MultiHeadAttention.forward",), "added": ()},
-    14: {"changed": (), "added": ("KeyValueCache", "decode_step", "cached_greedy_decode")},
+    14: {"changed": (), "added": ("KeyValueCache", "decode_step", "cached_greedy_decode", "cached_beam_search")},
     15: {
         "changed": ("AddAndNorm", "EncoderLayer.forward", "Encoder", "DecoderLayer.forward", "Decoder"),
         "added": (),
