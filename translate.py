@@ -21,6 +21,7 @@ checkpoint, ...) costs one line on stderr and exit status 2, and leaves what is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -457,7 +458,35 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
-def held_out_loss(model, examples: list[Example], batch_tokens: int, device) -> float:
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """--precision bf16: the matrix products (the linear maps, Q K^T, the weights times V, the logits) run in
+    bfloat16 under torch.autocast, on CPUs with AVX-512 BF16 or AMX and on CUDA GPUs alike. The weights, their
+    gradients and Adam stay float32, and so does the residual stream: x + Dropout(Sublayer(x)) adds a bfloat16
+    sub-layer output to a float32 x, so every LayerNorm reads and writes float32. fp32 changes nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def loss_logits(logits: Tensor, precision: str) -> Tensor:
+    """The loss takes its log-softmax over V in float32: in bfloat16 (8 bits of mantissa) it is only good to 2-3
+    digits."""
+    return logits.float() if precision == "bf16" else logits
+
+
+def fuse_adam(optimizer: torch.optim.Adam, fused: bool) -> None:
+    """Adam's fused update: one kernel over every tensor instead of a loop of small operations per tensor (the model
+    has 16 per encoder layer and 26 per decoder layer, W^Q, W^K and W^V apart). It is the same update, rounded
+    otherwise, so bf16 takes it and fp32 keeps the plain loop and its results bit for bit. Adam reads the flag from
+    its parameter groups at every step; a loaded state dict brings the flag of the run that saved it."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused or None  # None: PyTorch's default, the loop on a CPU
+
+
+def held_out_loss(model, examples: list[Example], batch_tokens: int, device, precision: str = "fp32") -> float:
     model.eval()
     total, tokens = 0.0, 0
     with torch.no_grad():
@@ -465,7 +494,9 @@ def held_out_loss(model, examples: list[Example], batch_tokens: int, device) -> 
             src, tgt = collate([examples[i] for i in batch], device)
             labels = tgt[:, 1:]
             n = int((labels != PAD_ID).sum())
-            loss = label_smoothed_loss(model(src, tgt[:, :-1]), labels, model.config.label_smoothing, PAD_ID)
+            with autocast(device, precision):
+                logits = model(src, tgt[:, :-1])
+            loss = label_smoothed_loss(loss_logits(logits, precision), labels, model.config.label_smoothing, PAD_ID)
             total, tokens = total + loss.item() * n, tokens + n
     return total / max(tokens, 1)
 
@@ -547,6 +578,8 @@ def train(args: argparse.Namespace, console: Console) -> int:
 
 def train_run(args: argparse.Namespace, console: Console, procs: Processes, device: torch.device) -> int:
     run_dir = Path(args.out)
+    if args.precision == "bf16" and args.dtype != "float32":
+        raise UserError(f"--precision bf16 trains float32 weights under autocast, not {args.dtype}")
     say = console.print if procs.master else (lambda *a, **k: None)
     resume_from = None
     if checkpoints(run_dir):
@@ -606,12 +639,17 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     )
 
     torch.manual_seed(seed)
+    if args.precision == "bf16" and dtype != "float32":  # a resumed float64 run
+        raise UserError(f"--precision bf16 trains float32 weights under autocast, not {dtype}")
     model = Transformer(config).to(device=device, dtype=getattr(torch, dtype))
     optimizer, scheduler = make_optimizer(model, config, amsgrad=True)  # see transformer.py, deviation 5
+    fused = args.precision == "bf16" and device.type in ("cpu", "cuda")
+    fuse_adam(optimizer, fused)
     step, epoch, position, seconds_before = 0, 0, 0, 0.0
     if resume_from is not None:
         model.load_state_dict(states["model"])
         optimizer.load_state_dict(states["optimizer"])
+        fuse_adam(optimizer, fused)  # the saved groups say how the run that wrote them stepped, not how this one does
         scheduler.load_state_dict(states["scheduler"])
         step, epoch, position = meta["step"], meta["epoch"], meta["position"]
         seconds_before = meta.get("train_seconds", 0.0)
@@ -639,6 +677,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                 "position": position,
                 "seed": seed,
                 "dtype": dtype,
+                "precision": args.precision,  # of the run that wrote it: the weights are float32 either way
                 "batch_tokens": args.batch_tokens,
                 "pool": args.pool,
                 "train_seconds": seconds_before + seconds,
@@ -715,7 +754,9 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                     torch.manual_seed((seed * 1_000_003 + step) * procs.world + procs.rank)
                 src, tgt = collate(mine, device)
                 pad_share.append(padding_share(src, tgt))
-                loss, n_tokens = train_step(trained, model.config, src, tgt, optimizer, scheduler, procs)
+                loss, n_tokens = train_step(
+                    trained, model.config, src, tgt, optimizer, scheduler, procs, args.precision
+                )
                 step, position = step + 1, position + 1
                 tokens_seen += n_tokens
                 seconds += time.perf_counter() - tick  # training only: validation and saving are not counted
@@ -772,9 +813,18 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     return 0
 
 
-def train_step(trained, config: TransformerConfig, src: Tensor, tgt: Tensor, optimizer, scheduler, procs: Processes):
+def train_step(
+    trained,
+    config: TransformerConfig,
+    src: Tensor,
+    tgt: Tensor,
+    optimizer,
+    scheduler,
+    procs: Processes,
+    precision: str = "fp32",
+):
     """One step of teacher forcing over this process's share of the global batch. Returns (the global mean loss,
-    the global number of target tokens).
+    the global number of target tokens). In bf16 the forward runs under autocast and the loss in float32.
 
     The loss is normalised by the number of target tokens of the whole global batch, all-reduced: ranks hold
     different token counts, and the mean of per-rank means weights a token of a short share more than one of a long
@@ -784,8 +834,9 @@ def train_step(trained, config: TransformerConfig, src: Tensor, tgt: Tensor, opt
     labels = tgt[:, 1:]  # (b, T - 1)
     n_local = (labels != PAD_ID).sum()
     n_global = all_sum(n_local, procs)
-    logits = trained(src, tgt[:, :-1])  # (b, T - 1, V)
-    local_sum = label_smoothed_loss(logits, labels, config.label_smoothing, PAD_ID) * n_local
+    with autocast(src.device, precision):
+        logits = trained(src, tgt[:, :-1])  # (b, T - 1, V)
+    local_sum = label_smoothed_loss(loss_logits(logits, precision), labels, config.label_smoothing, PAD_ID) * n_local
     loss = local_sum * procs.world / n_global
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -800,9 +851,10 @@ def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) 
     result = {}
     if procs.master and examples:
         was = model.training
-        result["valid_loss"] = held_out_loss(model, examples, args.batch_tokens, device)
+        result["valid_loss"] = held_out_loss(model, examples, args.batch_tokens, device, args.precision)
         some = pairs[:200]
-        hypotheses = translate_texts(model.eval(), tokenizer, [s for s, _ in some], beam=1, alpha=0.0)
+        with autocast(device, args.precision):
+            hypotheses = translate_texts(model.eval(), tokenizer, [s for s, _ in some], beam=1, alpha=0.0)
         result["valid_bleu"] = score(hypotheses, [t for _, t in some])["bleu"]
         model.train(was)
     if procs.world > 1:
@@ -830,7 +882,8 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
     if meta.get("averaged"):
         console.print(f"the average of {', '.join(meta['averaged'])} (§6.1)", style="dim")
     start = time.perf_counter()
-    hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam, args.alpha)
+    with autocast(device_named(args.device), args.precision):
+        hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam, args.alpha)
     seconds = time.perf_counter() - start
     result = score(hypotheses, [t for _, t in pairs])
     table = Table(title=f"held-out examples ({path.name}, beam {args.beam})")
@@ -866,7 +919,9 @@ def translate(args: argparse.Namespace, console: Console) -> int:
     if too_long:  # translate_texts keeps the first max_len tokens of such a sentence
         what = "1 sentence is" if too_long == 1 else f"{too_long} sentences are"
         print(f"{PROG}: {what} longer than max_len={model.config.max_len} tokens and cut to it", file=sys.stderr)
-    for translation in translate_texts(model, tokenizer, texts, args.beam, args.alpha):
+    with autocast(device_named(args.device), args.precision):
+        translations = translate_texts(model, tokenizer, texts, args.beam, args.alpha)
+    for translation in translations:
         print(translation)
     if args.plot:
         plot_alignment(model, tokenizer, texts[0], args.beam, args.alpha, Path(args.plot))
@@ -981,8 +1036,18 @@ def add_threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, help="CPU threads per process (default: torch's choice)")
 
 
+def add_precision_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help=f"bf16 {what} under bfloat16 autocast, the weights in float32 (default: fp32)",
+    )
+
+
 def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
     add_threads_flag(parser)
+    add_precision_flag(parser, "decodes")
     parser.add_argument("--beam", type=positive_int, default=4, help="beam size; 1 decodes greedily (default: 4)")
     parser.add_argument("--alpha", type=non_negative_float, default=0.6, help="length penalty (default: 0.6)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="default: cpu")
@@ -1042,6 +1107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="default: cpu")
     add_threads_flag(p)
+    add_precision_flag(p, "trains")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="print errors only")
