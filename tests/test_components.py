@@ -101,6 +101,7 @@ def test_feed_forward_is_equation_2_applied_per_position(tf):
 
 
 @pytest.mark.stage(6)
+@pytest.mark.post_ln
 def test_add_and_norm_is_post_ln(tf):
     torch.manual_seed(0)
     block = tf.AddAndNorm(d_model=8, dropout=0.5).eval()
@@ -112,6 +113,7 @@ def test_add_and_norm_is_post_ln(tf):
 
 
 @pytest.mark.stage(6)
+@pytest.mark.post_ln
 def test_add_and_norm_applies_dropout_to_the_sublayer_only_in_training(tf):
     torch.manual_seed(0)
     block = tf.AddAndNorm(d_model=64, dropout=0.5)
@@ -126,6 +128,7 @@ def test_add_and_norm_applies_dropout_to_the_sublayer_only_in_training(tf):
 
 
 @pytest.mark.stage(7)
+@pytest.mark.post_ln
 def test_encoder_layer_equals_nn_transformer_encoder_layer(tf):
     torch.manual_seed(0)
     config = small_config(tf)
@@ -141,6 +144,7 @@ def test_encoder_layer_equals_nn_transformer_encoder_layer(tf):
 
 
 @pytest.mark.stage(9)
+@pytest.mark.post_ln
 def test_decoder_layer_equals_nn_transformer_decoder_layer(tf):
     torch.manual_seed(0)
     config = small_config(tf)

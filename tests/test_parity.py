@@ -1,7 +1,8 @@
 """The whole encoder-decoder against PyTorch's own `nn.Transformer`, with our weights copied into it.
 
 If these pass, our model computes the same function as PyTorch's (post-LN, ReLU, its extra final LayerNorms
-removed): same logits to 1e-10 in float64, with and without padding, and the same gradients.
+removed): same logits to 1e-10 in float64, with and without padding, and the same gradients. The pre-LN bonus
+stage 15 has its own parity test, with nn.Transformer(norm_first=True), in tests/test_pre_ln.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def models(tf, vocab=(11, 11)):
 
 
 @pytest.mark.stage(10)
+@pytest.mark.post_ln
 @pytest.mark.parametrize("padded", [False, True], ids=["no-padding", "padding"])
 @pytest.mark.parametrize("vocab", [(11, 11), (13, 11)], ids=["shared-vocab", "separate-vocab"])
 def test_logits_equal_nn_transformer_in_float64(tf, padded, vocab):
@@ -38,6 +40,7 @@ def test_logits_equal_nn_transformer_in_float64(tf, padded, vocab):
 
 
 @pytest.mark.stage(10)
+@pytest.mark.post_ln
 def test_gradients_equal_nn_transformer_in_float64(tf):
     ours, theirs = models(tf)
     target = torch.randint(3, 11, TGT.shape, generator=torch.Generator().manual_seed(1))
