@@ -21,6 +21,8 @@ from stages.bonus.sync import DEMO_TITLE, check_in_step, rebuild
 from stages.manifest import get_stage
 from tests.conftest import ROOT, load_module
 
+BONUS = [13, 14, 15]  # 15, pre-LN, has its own tests of what it computes in tests/test_pre_ln.py
+BONUS_IDS = [f"stage{n}-{get_stage(n).slug}" for n in BONUS]
 TOL64 = 1e-10  # float64: the same arithmetic up to summation order
 TOL32 = 1e-5  # float32 attention outputs; the fused kernel sums in another order
 TOL32_LOGITS = 1e-4  # float32 logits after a whole model of such sums
@@ -37,7 +39,7 @@ def cache_module():
 # -- keeping the bonus stages in step with transformer.py -------------------------------------------------
 
 
-@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+@pytest.mark.parametrize("number", BONUS, ids=BONUS_IDS)
 def test_bonus_stage_is_transformer_py_plus_its_one_change(number):
     reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
     bonus = get_stage(number).path.read_text(encoding="utf-8")
@@ -45,7 +47,7 @@ def test_bonus_stage_is_transformer_py_plus_its_one_change(number):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+@pytest.mark.parametrize("number", BONUS, ids=BONUS_IDS)
 def test_sync_rebuilds_an_in_step_bonus_stage_unchanged(number):
     reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
     bonus = get_stage(number).path.read_text(encoding="utf-8")
@@ -79,7 +81,7 @@ def test_in_step_check_names_the_function_that_drifted():
     assert len(problems) == 1 and "`padding_mask`" in problems[0], problems
 
 
-@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+@pytest.mark.parametrize("number", BONUS, ids=BONUS_IDS)
 def test_bonus_stage_is_listed_as_bonus_with_a_demo(number):
     stage = get_stage(number)
     assert stage.bonus and stage.path.parent.name == "bonus", f"stage {number} must be a bonus stage in stages/bonus/"
@@ -87,7 +89,7 @@ def test_bonus_stage_is_listed_as_bonus_with_a_demo(number):
     assert DEMO_TITLE in text, f"stage {number} has no demo block titled {DEMO_TITLE!r}"
 
 
-@pytest.mark.parametrize("number", [13, 14], ids=["stage13-fused_attention", "stage14-kv_cache"])
+@pytest.mark.parametrize("number", BONUS, ids=BONUS_IDS)
 def test_bonus_demo_rejects_unknown_flags_with_one_line(number, capsys):
     module = load_module(get_stage(number).path)
     with pytest.raises(SystemExit) as exit_info:
@@ -468,3 +470,23 @@ def test_translate_decodes_with_stage_14s_cache(beam):
     else:
         expected = tf.beam_search(ours, src, max_len, translate.BOS_ID, translate.EOS_ID, beam, 0.6)
     assert torch.equal(out, expected), "translate.decode_batch wrote other tokens than transformer.py's decoders"
+
+
+def test_a_stage_may_declare_a_whole_class_changed_and_sync_keeps_its_docstring():
+    """Stage 15 declares classes (AddAndNorm, Encoder, Decoder): their docstrings and methods are its own, and a
+    change to one of them in transformer.py stays the stage's, while a change elsewhere is carried over."""
+    reference = (ROOT / "transformer.py").read_text(encoding="utf-8")
+    bonus = get_stage(15).path.read_text(encoding="utf-8")
+    docstring = '    """§3.1: a stack of N identical encoder layers."""'
+    assert reference.count(docstring) == 1, "test setup: Encoder's docstring changed; update this test"
+    edited = reference.replace(docstring, docstring.replace("identical", "same"))
+    assert check_in_step(15, edited, bonus) == [], "a change inside a declared class is the stage's own"
+    assert rebuild(15, edited, bonus) == bonus, "sync must keep the stage's own version of a declared class"
+    line = "            x = layer(x, src_mask)  # (B, S, D) -> (B, S, D)"
+    with_loop_edit = bonus.replace(line, line.replace("(B, S, D) ->", "(B, S, D) ->  "))
+    problems = check_in_step(15, reference, with_loop_edit)
+    assert problems == [], f"an edit inside a declared class is never drift: {problems}"
+    edited = reference.replace("def padding_mask(tokens", "def padding_mask(  tokens")
+    problems = check_in_step(15, edited, bonus)
+    assert len(problems) == 1 and "`padding_mask`" in problems[0], problems
+    assert "def padding_mask(  tokens" in rebuild(15, edited, bonus), "sync must carry a change outside it over"
