@@ -165,3 +165,12 @@ check: setup ## check your live/NN_name.py against the tests of stages 1..N, one
 
 notebooks: setup ## write notebooks/*.ipynb from transformer.py, the stages and the tests, and run them (about 30 s)
 	@$(PY) tools/notebooks.py write
+
+# --- experiments (experiments/) ---------------------------------------------
+# EXPERIMENT_ARGS go to experiments/ln_warmup.py, e.g. EXPERIMENT_ARGS="--seeds 3 --peaks 1,2,4"
+EXPERIMENT_ARGS ?=
+
+.PHONY: experiment-ln
+
+experiment-ln: setup ## why warm-up: post-LN against pre-LN (stage 15) across warm-up and peak lr, then the figure
+	@$(PY) experiments/ln_warmup.py $(EXPERIMENT_ARGS)
