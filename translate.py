@@ -777,7 +777,8 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                     log({"step": step} | last_valid)
                     if last_valid:
                         say(
-                            f"step {step}: validation loss {last_valid['valid_loss']:.3f}, BLEU {last_valid['valid_bleu']:.1f}"
+                            f"step {step}: validation loss {last_valid['valid_loss']:.3f}, BLEU {last_valid['valid_bleu']:.1f} "
+                            f"(greedy), {last_valid['valid_looping']} of {min(len(valid_examples), 200)} loop"
                         )
                 if args.save_every and step % args.save_every == 0 and step < args.steps:
                     write_checkpoint()
@@ -847,7 +848,8 @@ def train_step(
 
 
 def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) -> dict:
-    """Validation loss and greedy BLEU on (up to) the first 200 validation pairs, by rank 0 alone."""
+    """Validation loss, and greedy BLEU and the looping count on (up to) the first 200 validation pairs, by rank 0
+    alone."""
     result = {}
     if procs.master and examples:
         was = model.training
@@ -855,7 +857,8 @@ def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) 
         some = pairs[:200]
         with autocast(device, args.precision):
             hypotheses = translate_texts(model.eval(), tokenizer, [s for s, _ in some], beam=1, alpha=0.0)
-        result["valid_bleu"] = score(hypotheses, [t for _, t in some])["bleu"]
+        scores = score(hypotheses, [t for _, t in some])
+        result["valid_bleu"], result["valid_looping"] = scores["bleu"], scores["looping"]
         model.train(was)
     if procs.world > 1:
         dist.barrier()

@@ -191,7 +191,7 @@ def test_resume_continues_exactly(tmp_path, numbers_tsv):
     assert meta["step"] == 12 and states["scheduler"]["last_epoch"] == 12
     records = [json.loads(line) for line in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()]
     assert {"step", "loss", "lr", "tokens_per_s", "padding"} <= set(records[0]) and records[-1]["step"] == 12
-    assert "valid_loss" in records[-1] and "valid_bleu" in records[-1]
+    assert "valid_loss" in records[-1] and "valid_bleu" in records[-1] and "valid_looping" in records[-1]
 
 
 def test_checkpoints_keep_the_last_k_and_hold_everything_to_resume(tmp_path, numbers_tsv):
