@@ -778,7 +778,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                     if last_valid:
                         say(
                             f"step {step}: validation loss {last_valid['valid_loss']:.3f}, BLEU {last_valid['valid_bleu']:.1f} "
-                            f"(greedy), {last_valid['valid_looping']} of {min(len(valid_examples), 200)} loop"
+                            f"(greedy), {last_valid['valid_looping']} of {min(len(splits['valid']), 200)} loop"
                         )
                 if args.save_every and step % args.save_every == 0 and step < args.steps:
                     write_checkpoint()
@@ -848,7 +848,7 @@ def train_step(
 
 
 def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) -> dict:
-    """Validation loss, and greedy BLEU and the looping count on (up to) the first 200 validation pairs, by rank 0
+    """Validation loss, and greedy BLEU and the looping answers on (up to) the first 200 validation pairs, by rank 0
     alone."""
     result = {}
     if procs.master and examples:
@@ -859,6 +859,9 @@ def validate(model, tokenizer, pairs, examples, args, device, procs: Processes) 
             hypotheses = translate_texts(model.eval(), tokenizer, [s for s, _ in some], beam=1, alpha=0.0)
         scores = score(hypotheses, [t for _, t in some])
         result["valid_bleu"], result["valid_looping"] = scores["bleu"], scores["looping"]
+        # one looping answer, kept as it was written: what looping looks like at this step (the README's example)
+        looping = [[s, h] for (s, _), h in zip(some, hypotheses, strict=True) if loops(h)]
+        result["valid_loop_example"] = looping[0] if looping else None
         model.train(was)
     if procs.world > 1:
         dist.barrier()
