@@ -2,12 +2,14 @@
 
 This file sits beside transformer.py the way a training script sits beside its model: the model, the loss, the
 optimiser, the schedule and beam search live there and are imported, never copied. What lives here is what a real
-task adds: reading the user's files, a shared BPE vocabulary (HF `tokenizers`, §5.1), batches by length under a token
-budget (§5.1), checkpoints that survive a kill and load without unpickling anything, averaging them (§6.1), BLEU with
-sacreBLEU's signature, and data-parallel training under torchrun.
+task adds: a shared BPE vocabulary (HF `tokenizers`, §5.1), batches by length under a token budget (§5.1),
+checkpoints that survive a kill and load without unpickling anything, averaging them (§6.1), BLEU with sacreBLEU's
+signature, and data-parallel training under torchrun. The data (the numbers task, the user's files, Multi30k) comes
+from corpora.py.
 
     python translate.py train --out runs/numbers                      # the built-in German -> English numbers task
     python translate.py train --out runs/mine --data pairs.tsv        # source<TAB>target per line (Tatoeba, ManyThings)
+    python translate.py fetch multi30k --out data/multi30k           # Multi30k, checked against pinned SHA-256 sums
     python translate.py train --out runs/m30k --src train.de --tgt train.en   # line-aligned files (Multi30k, WMT)
     python translate.py evaluate runs/numbers [--beam 4] [--alpha 0.6]
     python translate.py translate runs/numbers "dreihundertzweiundvierzig" [--plot alignment.png]
