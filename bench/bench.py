@@ -6,7 +6,9 @@ One run, on this machine, measures:
    (bench/torch_reference.py), at the demo's size and at the paper's base size;
 2. hand-written attention (Eq. (1)) against `F.scaled_dot_product_attention` over sequence lengths;
 3. greedy decoding with and without the key/value cache of stages/bonus/14;
-4. the demo's training time to 99% exact match on its held-out examples.
+4. the demo's training time to 99% exact match on its held-out examples;
+5. at the Multi30k size, translate.py's training step in float32 and in bfloat16 (autocast), ours against
+   `nn.Transformer` with the same weights, as GFLOP/s against the matmul peak measured in the same run.
 
 Every timing is a median over repeats after warm-up; the candidates of one measurement take turns,
 repeat after repeat, so a slow spell of the machine hits them alike. It prints rich tables and
@@ -48,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import transformer as tf  # noqa: E402
+import translate  # noqa: E402
 from bench.torch_reference import TorchReference  # noqa: E402
 from stages.manifest import get_stage  # noqa: E402
 
@@ -77,6 +80,8 @@ class Plan:
     demo_eval_examples: int | None  # None: all of the demo's held-out examples
     demo_batch_size: int | None  # None: the demo's own batch size
     figure_dpi: int
+    precision_size: tuple[dict, int, int]  # (config overrides, batch, length) of the float32 / bfloat16 rows
+    matmul_n: int  # the peak: an n x n matmul
 
 
 VOCAB = 1000  # small, so that the embeddings and output projection, ours on both sides, do not dominate
@@ -99,6 +104,13 @@ FULL = Plan(
     demo_eval_examples=None,
     demo_batch_size=None,
     figure_dpi=150,
+    # Multi30k's size: a shared vocabulary of 8000, 128 sentences of 18 tokens, no padding
+    precision_size=(
+        dict(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, n_heads=8, n_layers=3, d_ff=512, max_len=128),
+        128,
+        18,
+    ),
+    matmul_n=2048,
 )
 QUICK = Plan(
     quick=True,
@@ -124,6 +136,12 @@ QUICK = Plan(
     demo_eval_examples=20,
     demo_batch_size=8,
     figure_dpi=50,
+    precision_size=(
+        dict(src_vocab_size=50, tgt_vocab_size=50, d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=16),
+        4,
+        8,
+    ),
+    matmul_n=64,
 )
 
 
@@ -386,6 +404,88 @@ def measure_demo_training(plan: Plan, advance: Callable[[], None], target: float
     }
 
 
+def measure_matmul_peak(plan: Plan, device: torch.device) -> dict:
+    """GFLOP/s of one n x n by n x n matrix product (2 n^3 FLOPs), float32 and bfloat16: what this machine's
+    matrix units give at their best, the ceiling every other row is read against."""
+    n = plan.matmul_n
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=generator).to(device) for _ in range(2))
+    operands = {"float32": (a, b), "bfloat16": (a.bfloat16(), b.bfloat16())}
+    candidates = {dtype: functools.partial(torch.mm, x, y) for dtype, (x, y) in operands.items()}
+    times = take_turns(candidates, plan.warmup + 1, plan.repeats, device)
+    record = {"n": n, "flops": 2 * n**3} | summarise(times, {"float32/bfloat16": ("float32", "bfloat16")})
+    record["gflops"] = {dtype: record["flops"] / t / 1e9 for dtype, t in record["median_s"].items()}
+    return record
+
+
+def count_flops(step: Callable[[], object]) -> int:
+    """The FLOPs of the matrix products of one call (forward and backward), counted by PyTorch's FlopCounterMode
+    from the shapes: 2 per multiply-add, the unit of the matmul peak. Elementwise work is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def measure_precision(plan: Plan, device: torch.device, advance: Callable[[], None]) -> dict:
+    """translate.py's training step (forward, the loss, backward, Adam), in float32 and in bfloat16 autocast, ours
+    and nn.Transformer with the same weights, all four taking turns on one full batch; and the matmul peak."""
+    peak = measure_matmul_peak(plan, device)
+    overrides, batch, length = plan.precision_size
+    config = tf.TransformerConfig(**overrides)
+    torch.manual_seed(0)
+    ours = tf.Transformer(config).to(device)
+    models = {"ours": ours, "torch": TorchReference(ours)}
+    src, tgt = model_batch("precision", config, batch, length, seed=0, device=device)
+    # the same function: the bf16 logits of both against ours in float32. With autograd on, as in training:
+    # nn.Transformer's inference fast path takes no autocast (it raises on the bfloat16 inputs)
+    reference = ours.eval()(src, tgt[:, :-1]).detach()
+    bf16_diff = {}
+    for label, model in models.items():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            logits = model.eval()(src, tgt[:, :-1]).detach().float()
+        bf16_diff[label] = ((logits - reference).norm() / reference.norm()).item()
+    steps = {}
+    for label, model in models.items():
+        for precision in translate.PRECISIONS:
+            twin = copy.deepcopy(model).train()  # each its own weights and Adam: they all start from the same ones
+            optimizer, scheduler = tf.make_optimizer(twin, config, amsgrad=True)  # as translate.py trains
+            translate.fuse_adam(optimizer, precision == "bf16")
+            steps[f"{label}_{precision}"] = functools.partial(
+                translate.train_step, twin, config, src, tgt, optimizer, scheduler, translate.Processes(), precision
+            )
+    flops = count_flops(steps["ours_fp32"])  # the same products in all four: the count of ours
+    times = take_turns(steps, plan.warmup + 1, plan.repeats, device)  # + 1: Adam allocates its state
+    target_tokens = int((tgt[:, 1:] != config.pad_id).sum())
+    record = {
+        "config": dataclasses.asdict(config),
+        "batch": batch,
+        "src_len": src.size(1),
+        "tgt_len": tgt.size(1) - 1,
+        "target_tokens": target_tokens,
+        "parameters": sum(p.numel() for p in ours.parameters()),
+        "flops": flops,  # of one step: forward and backward matrix products
+        "flops_per_target_token": flops / target_tokens,
+        "bf16_logit_rel_diff_vs_fp32": bf16_diff,
+        "matmul_peak": peak,
+    }
+    ratios = {
+        "ours_bf16/torch_bf16": ("ours_bf16", "torch_bf16"),
+        "ours_fp32/torch_fp32": ("ours_fp32", "torch_fp32"),
+        "ours_fp32/ours_bf16": ("ours_fp32", "ours_bf16"),
+    }
+    record |= summarise(times, ratios)
+    record["tokens_per_s"] = {label: target_tokens / t for label, t in record["median_s"].items()}
+    record["gflops"] = {label: flops / t / 1e9 for label, t in record["median_s"].items()}
+    record["fraction_of_peak"] = {
+        label: record["gflops"][label] / peak["gflops"]["bfloat16" if label.endswith("bf16") else "float32"]
+        for label in record["gflops"]
+    }
+    advance()
+    return record
+
+
 # --- report ------------------------------------------------------------------
 
 
@@ -446,6 +546,24 @@ def goals(results: dict) -> list[dict]:
                 "goal": "key/value cache >= 3x faster than greedy_decode at 256 tokens, same tokens",
                 "measured": f"{speedup:.1f}x, identical: {longest['identical']}",
                 "met": speedup >= 3 and longest["identical"],
+            }
+        )
+    precision = results.get("precision")
+    if precision:
+        ratio = precision["ratio"]["ours_bf16/torch_bf16"]
+        out.append(
+            {
+                "goal": "bf16 training step at Multi30k size no slower than nn.Transformer's under the same autocast",
+                "measured": f"{ratio:.2f}x",
+                "met": ratio <= 1.0,
+            }
+        )
+        fraction = precision["fraction_of_peak"]["ours_bf16"]
+        out.append(
+            {
+                "goal": "bf16 training step at Multi30k size >= 50% of the measured bf16 matmul peak",
+                "measured": f"{100 * fraction:.0f}%",
+                "met": fraction >= 0.5,
             }
         )
     if not results["meta"]["quick"]:
@@ -518,6 +636,34 @@ def print_tables(results: dict, console: Console) -> None:
             f"(best {100 * d['best_exact_match']:.1f}%)"
         )
 
+    p = results["precision"]
+    peak = p["matmul_peak"]
+    c = p["config"]
+    table = Table(
+        title=f"translate.py's training step at d_model {c['d_model']}, h {c['n_heads']}, N {c['n_layers']}, "
+        f"d_ff {c['d_ff']}, vocabulary {c['tgt_vocab_size']}; {p['batch']} x {p['src_len']}/{p['tgt_len']} tokens; "
+        f"{p['flops_per_target_token'] / 1e6:.1f} MFLOP per target token (matrix products, counted). "
+        f"Matmul peak ({peak['n']}^2): {peak['gflops']['float32']:.0f} GFLOP/s float32, "
+        f"{peak['gflops']['bfloat16']:.0f} bfloat16"
+    )
+    for column in ("model", "precision", "ms per step", "target tokens/s", "GFLOP/s", "of its peak"):
+        table.add_column(column, justify="left" if column in ("model", "precision") else "right", no_wrap=True)
+    for label in ("ours_fp32", "torch_fp32", "ours_bf16", "torch_bf16"):
+        model, precision = label.split("_")
+        table.add_row(
+            "ours" if model == "ours" else "nn.Transformer",
+            "float32" if precision == "fp32" else "bfloat16 autocast",
+            f"{p['median_s'][label] * 1e3:.0f}",
+            f"{p['tokens_per_s'][label]:,.0f}",
+            f"{p['gflops'][label]:.0f}",
+            f"{100 * p['fraction_of_peak'][label]:.0f}%",
+        )
+    console.print(table)
+    console.print(
+        f"bf16 over fp32, ours: {p['ratio']['ours_fp32/ours_bf16']:.2f}x faster; ours / nn.Transformer: "
+        f"{p['ratio']['ours_fp32/torch_fp32']:.2f} in float32, {p['ratio']['ours_bf16/torch_bf16']:.2f} in bfloat16"
+    )
+
     if results["goals"]:
         table = Table(title="goals (measured, not asserted)")
         for column in ("goal", "measured", ""):
@@ -588,7 +734,7 @@ def run(plan: Plan, out_dir: Path, device: torch.device, console: Console) -> di
         "meta": machine_info(device) | {"quick": plan.quick, "warmup": plan.warmup, "repeats": plan.repeats}
     }
     results["meta"]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    total = 2 * len(plan.model_sizes) + len(plan.attention_lengths) + len(plan.decode_lengths) + 1
+    total = 2 * len(plan.model_sizes) + len(plan.attention_lengths) + len(plan.decode_lengths) + 2
     progress = Progress(
         TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
@@ -603,6 +749,7 @@ def run(plan: Plan, out_dir: Path, device: torch.device, console: Console) -> di
         results["attention"] = measure_attention(plan, device, step("attention over lengths"))
         results["decoding"] = measure_decoding(plan, device, step("greedy decoding"))
         results["demo_training"] = measure_demo_training(plan, step("demo training to 99%"))
+        results["precision"] = measure_precision(plan, device, step("float32 and bfloat16 steps"))
     results["meta"]["seconds"] = time.perf_counter() - start
     results["meta"]["load_average"] = {"before": load_before, "after": os.getloadavg() if load_before else None}
     results["goals"] = goals(results)

@@ -104,6 +104,28 @@ def test_demo_training_record_is_consistent_with_its_history(quick):
     assert demo["best_exact_match"] == max(h["exact_match"] for h in demo["history"])
 
 
+def test_precision_rows_are_computed_from_what_was_measured(quick):
+    _, saved, _, printed = quick
+    p = saved["precision"]
+    assert set(p["median_s"]) == {"ours_fp32", "ours_bf16", "torch_fp32", "torch_bf16"}
+    for label, values in p["times_s"].items():
+        assert p["median_s"][label] == pytest.approx(statistics.median(values), rel=1e-12)
+        assert p["gflops"][label] == pytest.approx(p["flops"] / p["median_s"][label] / 1e9, rel=1e-12)
+        dtype = "bfloat16" if label.endswith("bf16") else "float32"
+        assert p["fraction_of_peak"][label] == pytest.approx(p["gflops"][label] / p["matmul_peak"]["gflops"][dtype])
+    peak = p["matmul_peak"]
+    for dtype, seconds in peak["median_s"].items():
+        assert peak["gflops"][dtype] == pytest.approx(2 * peak["n"] ** 3 / seconds / 1e9, rel=1e-12)
+    # the counted FLOPs: 6 per parameter per target token, give or take attention's products (the model has the
+    # same source and target lengths, and the embedding lookups cost no products)
+    per_token = p["flops_per_target_token"]
+    assert 0.8 * 6 * p["parameters"] <= per_token <= 1.5 * 6 * p["parameters"], (per_token, p["parameters"])
+    for label, diff in p["bf16_logit_rel_diff_vs_fp32"].items():
+        assert diff < 2**-5, f"{label}'s bfloat16 logits are {diff:.1%} off its float32 ones"
+    assert "matmul peak" in printed.lower() and "bfloat16 autocast" in printed
+    assert any("nn.Transformer's under the same autocast" in g["goal"] for g in saved["goals"])
+
+
 def test_tables_and_figure_are_written(quick):
     _, _, out, printed = quick
     figure = out / "bench_quick_attention.png"
