@@ -271,7 +271,7 @@ def test_each_cached_step_gives_the_full_decoders_last_position_in_float64():
     src_mask = tf.padding_mask(src, 0)
     with torch.no_grad():
         memory = cached.encode(src, src_mask)
-        cache = module.KeyValueCache(cached, memory, src_mask, 12)
+        cache = module.KeyValueCache(cached, memory, src_mask)
         for t in range(12):
             step = module.decode_step(cached, tokens[:, t], cache)  # (B, D)
             full = ours.decode(tokens[:, : t + 1], memory, src_mask, tf.subsequent_mask(t + 1))[:, -1]  # (B, D)

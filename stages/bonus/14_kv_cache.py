@@ -10,8 +10,9 @@ and values of its output are computed once per layer.
 
 Beam search adds a twist: at each step topk picks which hypotheses go on, and two may extend the same one.
 The cache has to follow them: `KeyValueCache.reorder(rows)` keeps the rows of the chosen hypotheses, in
-their new order. The same call lets a sentence whose answer is decided (beam_search's exact test, or
-eos_id in greedy decoding) leave the batch, so later steps compute only the sentences still undecided.
+their new order (the encoder side is kept once per sentence, and its K hypotheses query it together).
+The same call lets a sentence whose answer is decided (beam_search's exact test, or eos_id in greedy
+decoding) leave the batch, so later steps compute only the sentences still undecided.
 The ranking is beam_search's, line for line: the two sit side by side in this file so you can compare
 them, and tests/test_bonus.py holds them to the same tokens and scores. translate.py decodes with this
 file's two functions, loaded from here, not copied. The demo checks the tokens against greedy_decode's
@@ -621,10 +622,10 @@ def greedy_decode(
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_id
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
     if src_mask is None:
-        model._check_tokens("src", src, model.config.src_vocab_size)
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
-    memory = model.encode(src, src_mask)  # (B, S, D)
+    memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
     ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)  # (B,)
     for _ in range(max_len):
@@ -679,11 +680,12 @@ def beam_search(
     was_training = model.training
     model.eval()
     pad_id, K, device = model.config.pad_id, beam_size, src.device
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
     if src_mask is None:
-        model._check_tokens("src", src, model.config.src_vocab_size)
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
     B = src.size(0)
-    memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B, S, D) -> (B*K, S, D): a copy per beam
+    memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
+    memory = memory.repeat_interleave(K, dim=0)  # (B, S, D) -> (B*K, S, D): a copy per beam
     if src_mask.size(0) == B:
         src_mask = src_mask.repeat_interleave(K, dim=0)  # (B, ...) -> (B*K, ...)
     ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1)
@@ -700,12 +702,13 @@ def beam_search(
         log_p = log_p.masked_fill(finished[:, :, None], -math.inf)  # (B, K, V)
         log_p[..., pad_id] = log_p[..., pad_id].masked_fill(finished, 0.0)
         candidate = score[:, :, None] + log_p  # (B, K, 1) + (B, K, V) -> (B, K, V)
-        new_length = torch.where(finished, length, float(t))[:, :, None].expand(B, K, V)  # (B, K, V)
-        ranked = candidate / length_penalty(new_length, alpha)  # (B, K, V)
+        # |Y| after this step, the same whatever the token: t, or a finished hypothesis's own length
+        new_length = torch.where(finished, length, float(t))  # (B, K)
+        ranked = candidate / length_penalty(new_length, alpha)[:, :, None]  # (B, K, V) / (B, K, 1) -> (B, K, V)
         best, index = ranked.view(B, K * V).topk(K, dim=-1)  # (B, K) each, best first
         beam, token = index // V, index % V  # (B, K): which hypothesis it extends, with which token
         score = candidate.view(B, K * V).gather(1, index)  # (B, K)
-        length = new_length.reshape(B, K * V).gather(1, index)  # (B, K)
+        length = new_length.gather(1, beam)  # (B, K)
         finished = finished.gather(1, beam) | (token == eos_id)  # (B, K)
         rows = (torch.arange(B, device=device)[:, None] * K + beam).flatten()  # (B*K,): the rows to extend
         ys = torch.cat([ys[rows], token.view(B * K, 1)], dim=1)  # (B*K, t) -> (B*K, t + 1)
@@ -878,22 +881,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class KeyValueCache:
-    """What the decoder keeps between decoding steps, one row per sequence being written (per
-    hypothesis, in beam search):
-    - per layer, the self-attention keys and values of every position written so far, in room for
-      max_len positions allocated once (each step writes one position in place);
+    """What the decoder keeps between decoding steps:
+    - per layer, the self-attention keys and values of every position written so far, one row per
+      sequence being written (K rows per sentence in beam search, one per hypothesis); each step
+      appends one position;
     - per layer, the cross-attention keys and values of the encoder output, computed once, and the
-      source mask that goes with them.
-    reorder(rows) keeps the rows a decoder still needs, in the order it needs them.
+      source mask that goes with them: one row per sentence, which all its hypotheses read.
+    reorder() keeps the rows the decoder still needs, in the order it needs them.
     """
 
-    def __init__(self, model: Transformer, memory: Tensor, src_mask: Tensor | None, max_len: int):
+    def __init__(self, model: Transformer, memory: Tensor, src_mask: Tensor | None, beam_size: int = 1):
         B, S, _ = memory.shape
-        H, d_k = model.config.n_heads, model.config.d_k
+        H, d_k, K = model.config.n_heads, model.config.d_k, beam_size
         layers = model.decoder.layers
         self.length = 0  # positions written so far
-        self.keys = [memory.new_zeros(B, H, max_len, d_k) for _ in layers]  # (B, H, max_len, d_k) per layer
-        self.values = [memory.new_zeros(B, H, max_len, d_k) for _ in layers]  # (B, H, max_len, d_k) per layer
+        self.keys = [memory.new_zeros(B * K, H, 0, d_k) for _ in layers]  # (B*K, H, t, d_k) per layer, t = 0
+        self.values = [memory.new_zeros(B * K, H, 0, d_k) for _ in layers]  # (B*K, H, t, d_k) per layer, t = 0
         self.memory_keys = [
             layer.cross_attn.split_heads(layer.cross_attn.w_k(memory)) for layer in layers
         ]  # (B, H, S, d_k)
@@ -902,49 +905,48 @@ class KeyValueCache:
         ]  # (B, H, S, d_k)
         self.src_mask = src_mask  # (B, 1, 1, S), or any mask that broadcasts
 
-    def reorder(self, rows: Tensor) -> None:
-        """New row i is old row rows[i]. Beam search repeats a row when two hypotheses extend the same
-        one, and both decoders leave out the rows of sentences that are done, so that later steps do
-        not compute them. rows (B',) -> every tensor of the cache goes from B to B' rows."""
-        t = self.length
-        for kept in (self.keys, self.values):
-            for i, old in enumerate(kept):
-                new = old.new_empty(len(rows), *old.shape[1:])  # (B', H, max_len, d_k)
-                new[:, :, :t] = old[rows, :, :t]  # only the positions written so far are worth copying
-                kept[i] = new
-        self.memory_keys = [k[rows] for k in self.memory_keys]  # (B, H, S, d_k) -> (B', H, S, d_k)
-        self.memory_values = [v[rows] for v in self.memory_values]  # (B, H, S, d_k) -> (B', H, S, d_k)
-        if self.src_mask is not None and self.src_mask.dim() == 4 and self.src_mask.size(0) > 1:
-            self.src_mask = self.src_mask[rows]  # (B, 1, 1, S) -> (B', 1, 1, S); a mask of batch 1 serves all
+    def reorder(self, rows: Tensor, sentences: Tensor | None = None) -> None:
+        """New row i of the decoder's keys and values is old row rows[i] (rows (R,), R rows from now on):
+        beam search repeats a row when two hypotheses extend the same one. When sentences are done, their
+        rows are left out of rows, and sentences (B',) names the ones that stay, whose encoder side is
+        kept: later steps do not compute the others."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]  # (R_before, H, t, d_k) -> (R, H, t, d_k)
+        self.values = [v.index_select(0, rows) for v in self.values]  # (R_before, H, t, d_k) -> (R, H, t, d_k)
+        if sentences is not None:
+            self.memory_keys = [k.index_select(0, sentences) for k in self.memory_keys]  # (B', H, S, d_k)
+            self.memory_values = [v.index_select(0, sentences) for v in self.memory_values]  # (B', H, S, d_k)
+            if self.src_mask is not None and self.src_mask.dim() == 4 and self.src_mask.size(0) > 1:
+                self.src_mask = self.src_mask[sentences]  # (B', 1, 1, S); a mask of batch 1 serves all
 
 
 def decode_step(model: Transformer, token: Tensor, cache: KeyValueCache) -> Tensor:
-    """The decoder on one new token (B,) at position cache.length; returns its output (B, D).
+    """The decoder on one new token per row (B*K,) at position cache.length; returns its output (B*K, D).
 
     The same computation as DecoderLayer.forward, for the last position only: its query meets the
-    cached keys and values of every position so far, so it needs no subsequent mask.
+    cached keys and values of every position so far, so it needs no subsequent mask. A sentence's K
+    rows (its hypotheses; K = 1 in greedy decoding) come one after another and read the same encoder
+    output, so cross-attention asks it their K queries at once.
     """
-    t = cache.length
+    t, B = cache.length, cache.memory_keys[0].size(0)
     # Transformer.decode for one token: the positional encoding of position t, not of position 0
-    y = model.embed_dropout(model.tgt_embed(token[:, None]) + model.pos_encoding.pe[t])  # (B, 1, D)
+    y = model.embed_dropout(model.tgt_embed(token[:, None]) + model.pos_encoding.pe[t])  # (B*K, 1, D)
     for i, layer in enumerate(model.decoder.layers):
         attn = layer.self_attn
-        cache.keys[i][:, :, t] = attn.split_heads(attn.w_k(y))[:, :, 0]  # (B, H, d_k) into position t
-        cache.values[i][:, :, t] = attn.split_heads(attn.w_v(y))[:, :, 0]  # (B, H, d_k) into position t
-        q = attn.split_heads(attn.w_q(y))  # (B, 1, D) -> (B, H, 1, d_k)
-        out, _ = scaled_dot_product_attention(
-            q, cache.keys[i][:, :, : t + 1], cache.values[i][:, :, : t + 1]
-        )  # (B, H, 1, d_k)
-        y = layer.add_norm_1(y, attn.w_o(attn.merge_heads(out)))  # (B, 1, D)
+        k, v = attn.split_heads(attn.w_k(y)), attn.split_heads(attn.w_v(y))  # (B*K, 1, D) -> (B*K, H, 1, d_k)
+        cache.keys[i] = torch.cat([cache.keys[i], k], dim=2)  # (B*K, H, t, d_k) -> (B*K, H, t + 1, d_k)
+        cache.values[i] = torch.cat([cache.values[i], v], dim=2)  # (B*K, H, t, d_k) -> (B*K, H, t + 1, d_k)
+        q = attn.split_heads(attn.w_q(y))  # (B*K, 1, D) -> (B*K, H, 1, d_k)
+        out, _ = scaled_dot_product_attention(q, cache.keys[i], cache.values[i])  # (B*K, H, 1, d_k)
+        y = layer.add_norm_1(y, attn.w_o(attn.merge_heads(out)))  # (B*K, 1, D)
         cross = layer.cross_attn
-        q = cross.split_heads(cross.w_q(y))  # (B, H, 1, d_k)
+        q = cross.split_heads(cross.w_q(y).view(B, -1, y.size(-1)))  # (B*K, 1, D) -> (B, K, D) -> (B, H, K, d_k)
         out, _ = scaled_dot_product_attention(
             q, cache.memory_keys[i], cache.memory_values[i], cache.src_mask
-        )  # (B, H, 1, d_k)
-        y = layer.add_norm_2(y, cross.w_o(cross.merge_heads(out)))  # (B, 1, D)
-        y = layer.add_norm_3(y, layer.feed_forward(y))  # (B, 1, D)
+        )  # (B, H, K, d_k)
+        y = layer.add_norm_2(y, cross.w_o(cross.merge_heads(out)).view_as(y))  # (B, K, D) -> (B*K, 1, D)
+        y = layer.add_norm_3(y, layer.feed_forward(y))  # (B*K, 1, D)
     cache.length += 1
-    return y[:, 0]  # (B, D)
+    return y[:, 0]  # (B*K, D)
 
 
 @torch.no_grad()
@@ -970,7 +972,7 @@ def cached_greedy_decode(
     if src_mask is None:
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
     memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
-    cache = KeyValueCache(model, memory, src_mask, max_len)  # the decoder reads positions 0 .. max_len - 1
+    cache = KeyValueCache(model, memory, src_mask)
     ys = torch.full((B, max_len + 1), pad_id, dtype=torch.long, device=device)  # (B, max_len + 1)
     ys[:, 0] = bos_id
     alive = torch.arange(B, device=device)  # (b,): the sequences still writing, one cache row each
@@ -985,7 +987,8 @@ def cached_greedy_decode(
                 if not going.any():
                     break
                 alive, token = alive[going], token[going]  # (b',)
-                cache.reorder(going.nonzero()[:, 0])  # the finished rows leave the cache
+                kept = going.nonzero()[:, 0]  # (b',)
+                cache.reorder(kept, sentences=kept)  # the finished sequences leave the cache
     model.train(was_training)
     return ys[:, : t + 1]  # (B, t + 1): no column after the last step taken
 
@@ -1023,8 +1026,7 @@ def cached_beam_search(
     if src_mask is None:
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
     memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
-    cache = KeyValueCache(model, memory, src_mask, max_len)  # (B, ...)
-    cache.reorder(torch.arange(B, device=device).repeat_interleave(K))  # (B, ...) -> (B*K, ...): a row per beam
+    cache = KeyValueCache(model, memory, src_mask, K)  # a row per hypothesis, and the memory once per sentence
     answers = torch.full((B, max_len + 1), pad_id, dtype=torch.long, device=device)  # (B, max_len + 1)
     answer_score = torch.zeros(B, dtype=memory.dtype, device=device)  # (B,): log P / lp of each answer
     answer_length = torch.zeros(B, dtype=memory.dtype, device=device)  # (B,): its |Y|
@@ -1044,18 +1046,20 @@ def cached_beam_search(
         log_p = log_p.masked_fill(finished[:, :, None], -math.inf)  # (b, K, V)
         log_p[..., pad_id] = log_p[..., pad_id].masked_fill(finished, 0.0)
         candidate = score[:, :, None] + log_p  # (b, K, 1) + (b, K, V) -> (b, K, V)
-        new_length = torch.where(finished, length, float(t))[:, :, None].expand(b, K, V)  # (b, K, V)
-        ranked = candidate / length_penalty(new_length, alpha)  # (b, K, V)
+        # |Y| after this step, the same whatever the token: t, or a finished hypothesis's own length
+        new_length = torch.where(finished, length, float(t))  # (b, K)
+        ranked = candidate / length_penalty(new_length, alpha)[:, :, None]  # (b, K, V) / (b, K, 1) -> (b, K, V)
         best, index = ranked.view(b, K * V).topk(K, dim=-1)  # (b, K) each, best first
         beam, token = index // V, index % V  # (b, K): which hypothesis it extends, with which token
         score = candidate.view(b, K * V).gather(1, index)  # (b, K)
-        length = new_length.reshape(b, K * V).gather(1, index)  # (b, K)
+        length = new_length.gather(1, beam)  # (b, K)
         finished = finished.gather(1, beam) | (token == eos_id)  # (b, K)
         rows = (torch.arange(b, device=device)[:, None] * K + beam).flatten()  # (b*K,): the rows to extend
         ys = torch.cat([ys[rows], token.view(b * K, 1)], dim=1)  # (b*K, t) -> (b*K, t + 1)
         best_finished = best.masked_fill(~finished, -math.inf).max(dim=-1).values  # (b,)
         best_live = (score / lp_max).masked_fill(finished, -math.inf).max(dim=-1).values  # (b,)
         done = (best_finished >= best_live) | (t == max_len)  # (b,): at max_len, cut off as beam_search does
+        kept = None  # the sentences that stay, when some are done
         if done.any():
             # topk sorts, so hypothesis 0 is a done sentence's answer: keep it aside
             answers[alive[done], : t + 1] = ys.view(b, K, t + 1)[done, 0]  # (d, t + 1)
@@ -1067,7 +1071,8 @@ def cached_beam_search(
             alive, score, length, finished = alive[keep], score[keep], length[keep], finished[keep]  # (b', ...)
             ys = ys.view(b, K, t + 1)[keep].flatten(0, 1)  # (b'*K, t + 1)
             rows = rows.view(b, K)[keep].flatten()  # (b'*K,)
-        cache.reorder(rows)  # the cache follows the hypotheses, and drops the sentences that are done
+            kept = keep.nonzero()[:, 0]  # (b',)
+        cache.reorder(rows, sentences=kept)  # the cache follows the hypotheses, and drops the sentences that are done
     out = answers[:, : 1 + int(answer_length.max())]  # (B, <= max_len + 1): no column beyond the longest answer
     model.train(was_training)
     return (out, answer_score) if return_scores else out

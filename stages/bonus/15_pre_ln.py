@@ -624,10 +624,10 @@ def greedy_decode(
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_id
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
     if src_mask is None:
-        model._check_tokens("src", src, model.config.src_vocab_size)
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
-    memory = model.encode(src, src_mask)  # (B, S, D)
+    memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
     ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)  # (B,)
     for _ in range(max_len):
@@ -682,11 +682,12 @@ def beam_search(
     was_training = model.training
     model.eval()
     pad_id, K, device = model.config.pad_id, beam_size, src.device
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
     if src_mask is None:
-        model._check_tokens("src", src, model.config.src_vocab_size)
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
     B = src.size(0)
-    memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B, S, D) -> (B*K, S, D): a copy per beam
+    memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
+    memory = memory.repeat_interleave(K, dim=0)  # (B, S, D) -> (B*K, S, D): a copy per beam
     if src_mask.size(0) == B:
         src_mask = src_mask.repeat_interleave(K, dim=0)  # (B, ...) -> (B*K, ...)
     ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1)
@@ -703,12 +704,13 @@ def beam_search(
         log_p = log_p.masked_fill(finished[:, :, None], -math.inf)  # (B, K, V)
         log_p[..., pad_id] = log_p[..., pad_id].masked_fill(finished, 0.0)
         candidate = score[:, :, None] + log_p  # (B, K, 1) + (B, K, V) -> (B, K, V)
-        new_length = torch.where(finished, length, float(t))[:, :, None].expand(B, K, V)  # (B, K, V)
-        ranked = candidate / length_penalty(new_length, alpha)  # (B, K, V)
+        # |Y| after this step, the same whatever the token: t, or a finished hypothesis's own length
+        new_length = torch.where(finished, length, float(t))  # (B, K)
+        ranked = candidate / length_penalty(new_length, alpha)[:, :, None]  # (B, K, V) / (B, K, 1) -> (B, K, V)
         best, index = ranked.view(B, K * V).topk(K, dim=-1)  # (B, K) each, best first
         beam, token = index // V, index % V  # (B, K): which hypothesis it extends, with which token
         score = candidate.view(B, K * V).gather(1, index)  # (B, K)
-        length = new_length.reshape(B, K * V).gather(1, index)  # (B, K)
+        length = new_length.gather(1, beam)  # (B, K)
         finished = finished.gather(1, beam) | (token == eos_id)  # (B, K)
         rows = (torch.arange(B, device=device)[:, None] * K + beam).flatten()  # (B*K,): the rows to extend
         ys = torch.cat([ys[rows], token.view(B * K, 1)], dim=1)  # (B*K, t) -> (B*K, t + 1)
