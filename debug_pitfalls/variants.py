@@ -69,12 +69,14 @@ def variant_source(pitfall: Pitfall | str) -> str:
 
 
 @cache
-def _build(pitfall: Pitfall, source: str) -> ModuleType:
-    name = f"transformer_pitfall_{pitfall.name}"
-    filename = f"transformer[{pitfall.name}].py"  # what tracebacks show; linecache serves its lines
+def build_module(label: str, source: str) -> ModuleType:
+    """Import source text as a fresh module, once per (label, source): a pitfall's variant, or (tools/live.py) a
+    stage with blanks. Tracebacks show its lines under the file name transformer[label].py."""
+    name = f"transformer_pitfall_{label}"
+    filename = f"transformer[{label}].py"  # what tracebacks show; linecache serves its lines
     code = compile(source, filename, "exec")
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    module = ModuleType(name, f"transformer.py with the pitfall {pitfall.name}")
+    module = ModuleType(name, f"transformer.py as {label}")
     module.__file__ = filename
     sys.modules[name] = module  # dataclasses look their module up in sys.modules while the class is built
     try:
@@ -87,7 +89,7 @@ def _build(pitfall: Pitfall, source: str) -> ModuleType:
 
 def build_variant(pitfall: Pitfall) -> ModuleType:
     """Import the pitfall's variant of the current transformer.py as a fresh module (cached per source text)."""
-    return _build(pitfall, variant_source(pitfall))
+    return build_module(pitfall.name, variant_source(pitfall))
 
 
 def load_variant(name: str) -> ModuleType:

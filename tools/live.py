@@ -40,7 +40,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from debug_pitfalls.registry import PITFALLS, Edit, Pitfall  # noqa: E402
-from debug_pitfalls.variants import PitfallDriftError, _build, apply_edits  # noqa: E402
+from debug_pitfalls.variants import PitfallDriftError, apply_edits, build_module  # noqa: E402
 from stages.bonus.sync import unit_of_each_line  # noqa: E402
 from stages.layout import section_header, section_start, split_parts  # noqa: E402
 from stages.manifest import STAGES, Stage, get_stage, import_file  # noqa: E402
@@ -453,9 +453,8 @@ def to_check(case: Case) -> Check:
 
 def load_source(source: str, name: str) -> ModuleType:
     """Import source text as a module: a stage with blanks, or with a bug planted."""
-    name = re.sub(r"[^a-z0-9_]", "_", name.lower())
-    holder = Pitfall(name=name, title=name, loud=False, bug="-", symptom="-", paper="-", fix="-", edits=(Edit("", ""),))
-    return _build(holder, source)  # debug_pitfalls' loader: compiled under its own name, with tracebacks
+    # debug_pitfalls' loader: compiled under its own name, with tracebacks that show its lines
+    return build_module(re.sub(r"[^a-z0-9_]", "_", name.lower()), source)
 
 
 def pitfalls_of(number: int, source: str, pieces: set[str] | None = None) -> list[Pitfall]:
