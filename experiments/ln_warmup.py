@@ -245,6 +245,7 @@ def summary(results: list[dict]) -> list[dict]:
                 "stalled": sum(outcome(r) == "stalled" for r in runs),
                 "diverged": sum(outcome(r) == "diverged" for r in runs),
                 "exact_match": [r["exact_match"] for r in runs],
+                "valid_loss": [r["valid_loss"] for r in runs],
                 "median_exact_match": exact[len(exact) // 2],
                 "median_valid_loss": finals[len(finals) // 2],
             }
@@ -290,6 +291,53 @@ def mean_gradient(gradients: list[dict], layout: str, stack: str) -> list[float]
     return [sum(values) / len(values) for values in zip(*per_seed, strict=True)]
 
 
+README_START, README_END = "<!-- ln-warmup:start -->", "<!-- ln-warmup:end -->"
+
+
+def percent(value: float | None) -> str:
+    return "NaN" if value is None else f"{100 * value:.1f}%"
+
+
+def readme_block(data: dict) -> str:
+    """The README's measured tables, between the markers, generated from a results file."""
+    rows = summary(data["runs"])
+    seeds = f"seeds 0-{data['seeds'] - 1}" if data["seeds"] > 1 else "seed 0"
+    lines = [
+        README_START,
+        "<!-- generated from experiments/ln_warmup.json by `python experiments/ln_warmup.py --readme`; do not edit -->",
+        f"| peak lr | warm-up | post-LN: exact match ({seeds}) | post-LN: valid CE | "
+        f"pre-LN: exact match ({seeds}) | pre-LN: valid CE |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for factor in data["peak_factors"]:
+        for warmup in data["warmups"]:
+            cells = [f"{factor:g}x ({factor * data['eq3_peak']:.1e})", warmup_name(warmup)]
+            for layout in LAYOUTS:
+                row = next(r for r in rows if (r["peak_factor"], r["warmup"], r["layout"]) == (factor, warmup, layout))
+                cells.append(", ".join(percent(e) for e in row["exact_match"]))
+                cells.append(", ".join("NaN" if v is None else f"{v:.2f}" for v in row["valid_loss"]))
+            lines.append("| " + " | ".join(cells) + " |")
+    n = data["setup"]["layers"]
+    lines += [
+        "",
+        "| &#124;grad W<sub>2</sub>&#124; at initialisation | " + " | ".join(f"layer {i + 1}" for i in range(n)) + " |",
+        "|---|" + "---:|" * n,
+    ]
+    for stack in ("encoder", "decoder"):
+        for layout in LAYOUTS:
+            values = mean_gradient(data["gradients"], layout, stack)
+            lines.append(f"| {layout} {stack} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def with_readme_block(readme: str, block: str) -> str:
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no {README_START} ... {README_END} block")
+    return readme[:start] + block + readme[end + len(README_END) :]
+
+
 # -- command line ------------------------------------------------------------------------------------------
 
 
@@ -332,6 +380,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--figure-dir", type=Path, default=None, help="where ln_warmup.png goes (default: talk/figures)"
     )
     parser.add_argument("--no-figure", action="store_true", help="write the JSON only")
+    parser.add_argument(
+        "--readme", action="store_true", help="train nothing: rewrite README.md's tables from the --out results"
+    )
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error(f"--workers must be 0 or more, got {args.workers}")
@@ -343,6 +394,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
+    if args.readme:
+        try:
+            block = readme_block(json.loads(args.out.read_text(encoding="utf-8")))
+            readme = ROOT / "README.md"
+            readme.write_text(with_readme_block(readme.read_text(encoding="utf-8"), block), encoding="utf-8")
+        except (OSError, ValueError, KeyError) as error:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+            return 2
+        console.print(f"README.md's ln-warmup tables rewritten from {args.out}")
+        return 0
     setup = Setup(layers=args.layers, steps=args.steps, batch=args.batch, n_valid=args.valid)
     runs = grid(args.warmups, args.peaks, args.seeds)
     console.print(

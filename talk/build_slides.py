@@ -68,6 +68,7 @@ FIGURE_NAMES = (
     "pitfall_training_curves.png",
     "lr_schedule.png",
     "translation.png",
+    "ln_warmup.png",
 )
 
 # The Chromium flags of a quiet, throw-away browser: no first-run dialogs, no calls home.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import multiprocessing
 import os
@@ -895,6 +896,95 @@ def draw_lr_schedule(path: Path) -> None:
 
 
 # -----------------------------------------------------------------------------
+# ln_warmup.png: post-LN against pre-LN across warm-up and peak learning rate (experiments/ln_warmup.py)
+# -----------------------------------------------------------------------------
+
+LN_RESULTS = ROOT / "experiments" / "ln_warmup.json"  # committed; `make experiment-ln` measures it again
+LAYOUT_COLOURS = {"post-LN": VERMILLION, "pre-LN": BLUE}
+
+
+def ln_warmup_data(path: Path = LN_RESULTS) -> dict:
+    """The experiment's results as experiments/ln_warmup.py writes them (no training here)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def draw_ln_warmup(path: Path, data: dict) -> None:
+    """A panel per (peak, warm-up): every seed's training loss, post-LN and pre-LN; beside them, each
+    layer's gradient at initialisation (Xiong et al., 2020, Figure 3 in small)."""
+    warmups, factors, setup = data["warmups"], data["peak_factors"], data["setup"]
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig.suptitle("Why warm-up: post-LN (the paper's) against pre-LN, same data and initial weights")
+    grid = fig.add_gridspec(len(factors), len(warmups) + 1, width_ratios=[1] * len(warmups) + [1.25])
+    first = None
+    for i, factor in enumerate(factors):
+        for j, warmup in enumerate(warmups):
+            ax = fig.add_subplot(grid[i, j], sharex=first, sharey=first)
+            first = first or ax
+            scores = []
+            for layout, colour in LAYOUT_COLOURS.items():
+                runs = [
+                    r for r in data["runs"] if (r["layout"], r["warmup"], r["peak_factor"]) == (layout, warmup, factor)
+                ]
+                for run in runs:
+                    if run["loss"]:
+                        ax.plot(np.arange(1, len(run["loss"]) + 1), smooth(run["loss"]), color=colour, linewidth=1.5)
+                    if run["diverged_at"] is not None:
+                        ax.plot([run["diverged_at"]], [3.2], "x", color=colour, markersize=12, markeredgewidth=3)
+                exact = [100 * (r["exact_match"] or 0.0) for r in runs]
+                scores.append(f"{layout} {' '.join(f'{e:.0f}' for e in exact)}%")
+            ax.text(0.97, 0.95, "\n".join(scores), transform=ax.transAxes, ha="right", va="top", fontsize=11)
+            name = "no warm-up" if warmup == 0 else f"warm-up {warmup}"
+            ax.set_title(f"peak {factor:g}× Eq. (3), {name}", fontsize=13)
+            ax.tick_params(labelsize=11)
+            if i == len(factors) - 1:
+                ax.set_xlabel("step", fontsize=13)
+            if j == 0:
+                ax.set_ylabel("training loss", fontsize=13)
+    first.set_ylim(0, 3.4)
+    first.set_xlim(0, setup["steps"])
+    ax = fig.add_subplot(grid[:, -1])
+    layers = np.arange(1, setup["layers"] + 1)
+    for layout, colour in LAYOUT_COLOURS.items():
+        for stack, style in (("encoder", "--"), ("decoder", "-")):
+            per_seed = [g[layout][stack] for g in data["gradients"]]
+            mean = np.mean(np.array(per_seed), axis=0)
+            ax.plot(layers, mean, style, marker="o", color=colour, label=f"{layout}, {stack}")
+    ax.set_xticks(layers)
+    ax.set_xlabel("layer (1 = next to the input)", fontsize=13)
+    ax.set_ylabel("|∂loss/∂W₂| at initialisation", fontsize=13)
+    ax.set_title("gradient per layer at step 0", fontsize=13)
+    ax.set_ylim(bottom=0)
+    ax.tick_params(labelsize=11)
+    ax.legend(fontsize=11, loc="upper left")
+    handles = [matplotlib.lines.Line2D([], [], color=c, label=name) for name, c in LAYOUT_COLOURS.items()]
+    if any(r["diverged_at"] is not None for r in data["runs"]):
+        handles.append(matplotlib.lines.Line2D([], [], color=BLACK, marker="x", linestyle="", label="loss went NaN"))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=3,
+        fontsize=12,
+        title=(
+            f"reverse task, N = {setup['layers']}, d_model {setup['d_model']}, plain Adam (β₂ 0.98), batch {setup['batch']}; "
+            f"one line per seed (0-{data['seeds'] - 1}), smoothed; the numbers: held-out exact match per seed"
+        ),
+        title_fontsize=12,
+    )
+    fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
+    fig.savefig(path)
+
+
+def draw_ln_warmup_file(results: Path = LN_RESULTS, out_dir: Path | None = None) -> Path:
+    """Draw ln_warmup.png (into talk/figures/ unless out_dir is given) from a results file; its path."""
+    out_dir = Path(out_dir) if out_dir is not None else FIGURES_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "ln_warmup.png"
+    with matplotlib.rc_context(STYLE):
+        draw_ln_warmup(path, ln_warmup_data(results))
+    return path
+
+
+# -----------------------------------------------------------------------------
 # Translation: cross-attention of a German number, and beam search against greedy (translate.py)
 # -----------------------------------------------------------------------------
 
@@ -1062,6 +1152,10 @@ def make_lr_schedule(ctx: Context, path: Path) -> None:
     draw_lr_schedule(path)
 
 
+def make_ln_warmup(ctx: Context, path: Path) -> None:
+    draw_ln_warmup(path, ln_warmup_data())
+
+
 def make_translation(ctx: Context, path: Path) -> None:
     s = ctx.settings
     draw_translation(
@@ -1086,6 +1180,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("pitfall_training_curves", "the correct model against the silent pitfalls", make_pitfalls),
     FigureSpec("lr_schedule", "the learning-rate schedule of Eq. (3)", make_lr_schedule),
     FigureSpec("translation", "cross-attention of a German number, beam 4 against greedy", make_translation),
+    FigureSpec("ln_warmup", "post-LN against pre-LN across warm-up (experiments/ln_warmup.json)", make_ln_warmup),
 )
 NAMES = tuple(spec.name for spec in FIGURES)
 

@@ -233,3 +233,17 @@ def test_experiment_rejects_bad_flags_with_one_line(capsys):
             exp.main(argv)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, f"{argv}: {err!r}"
+
+
+def test_committed_results_cover_the_grid_and_the_readme_tables_are_generated_from_them():
+    exp = load_module(ROOT / "experiments" / "ln_warmup.py")
+    data = json.loads(exp.RESULTS.read_text(encoding="utf-8"))
+    expected = {(r.layout, r.warmup, r.peak_factor, r.seed) for r in exp.grid(exp.WARMUPS, exp.PEAK_FACTORS, exp.SEEDS)}
+    found = {(r["layout"], r["warmup"], r["peak_factor"], r["seed"]) for r in data["runs"]}
+    assert found == expected, "experiments/ln_warmup.json is not the default grid: run `make experiment-ln`"
+    assert data["setup"] == asdict(exp.Setup()), "experiments/ln_warmup.json was measured with other settings"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert exp.readme_block(data) in readme, (
+        "README.md's post-LN/pre-LN tables differ from experiments/ln_warmup.json: "
+        "run `python experiments/ln_warmup.py --readme`"
+    )
