@@ -186,6 +186,13 @@ def gradient_norms(setup: Setup, seed: int) -> dict[str, dict[str, list[float]]]
     return {"post-LN": pre_ln.gradient_norms(post, src, tgt), "pre-LN": pre_ln.gradient_norms(pre, src, tgt)}
 
 
+def dumps(data: dict) -> str:
+    """The results as JSON, one run a line (a run holds a loss per step), the rest indented."""
+    head = json.dumps({key: value for key, value in data.items() if key != "runs"}, indent=1)
+    runs = ",\n".join("  " + json.dumps(run) for run in data["runs"])
+    return head[:-2] + ',\n "runs": [\n' + runs + "\n ]\n}\n"
+
+
 def grid(warmups, peak_factors, seeds: int) -> list[Run]:
     return [
         Run(layout, warmup, factor, seed)
@@ -441,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    args.out.write_text(dumps(data), encoding="utf-8")
     print_summary(console, data)
     console.print(f"{len(runs)} runs in {wall:.0f} s; results in {args.out}")
     if not args.no_figure:
