@@ -1,7 +1,8 @@
 """Translate for real: train transformer.py's model on parallel text, decode with beam search, score with BLEU.
 
 This file sits beside transformer.py the way a training script sits beside its model: the model, the loss, the
-optimiser, the schedule and beam search live there and are imported, never copied. What lives here is what a real
+optimiser and the schedule live there, and greedy decoding and beam search with a key/value cache in bonus stage 14
+(stages/bonus/14_kv_cache.py); both are imported, never copied. What lives here is what a real
 task adds: a shared BPE vocabulary (HF `tokenizers`, §5.1), batches by length under a token budget (§5.1),
 checkpoints that survive a kill and load without unpickling anything, averaging them (§6.1), BLEU with sacreBLEU's
 signature, and data-parallel training under torchrun. The data (the numbers task, the user's files, Multi30k) comes
@@ -581,11 +582,24 @@ def train(args: argparse.Namespace, console: Console) -> int:
             dist.destroy_process_group()
 
 
-def train_run(args: argparse.Namespace, console: Console, procs: Processes, device: torch.device) -> int:
+@dataclass
+class Start:
+    """Where a run starts: afresh from the data, or from the latest checkpoint in its directory (meta and states)."""
+
+    config: TransformerConfig
+    tokenizer: object
+    splits: dict[str, list[tuple[str, str]]]
+    seed: int
+    dtype: str
+    resume_from: Path | None = None
+    meta: dict | None = None
+    states: dict | None = None
+
+
+def start_or_resume(args: argparse.Namespace, procs: Processes) -> Start:
+    """A new run learns its BPE from the data and writes its splits and tokenizer; a resumed one reads them back, and
+    refuses flags that disagree with its checkpoint. args.batch_tokens and args.pool are settled here."""
     run_dir = Path(args.out)
-    if args.precision == "bf16" and args.dtype != "float32":
-        raise UserError(f"--precision bf16 trains float32 weights under autocast, not {args.dtype}")
-    say = console.print if procs.master else (lambda *a, **k: None)
     resume_from = None
     if checkpoints(run_dir):
         if not args.resume:
@@ -604,7 +618,6 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         clash = [f"{k}={getattr(config, k)} (asked {v})" for k, v in asked.items() if getattr(config, k) != v]
         if clash:
             raise UserError(f"{resume_from} is a checkpoint of another config: {', '.join(clash)}")
-        seed, dtype = meta["seed"], meta["dtype"]
         # the batches depend on the token budget and the pool, and the saved position points into those batches
         for name, flag in BATCHING.items():
             saved = meta.get(name, LEGACY_POOL if name == "pool" else None)
@@ -612,6 +625,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                 raise UserError(f"{resume_from} was trained with {flag} {saved}, not {getattr(args, name)}")
             setattr(args, name, saved)
         splits = {name: read_tsv(run_dir / f"{name}.tsv", may_be_empty=True) for name in ("train", "valid", "test")}
+        start = Start(config, tokenizer, splits, meta["seed"], meta["dtype"], resume_from, meta, states)
     else:
         splits = prepare_data(args)
         # like sentencepiece's input_sentence_size: BPE from an even sample of the training pairs, which is enough
@@ -619,15 +633,25 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
         sample = splits["train"][:: max(1, len(splits["train"]) // args.bpe_pairs)][: args.bpe_pairs]
         tokenizer = train_tokenizer([t for pair in sample for t in pair], args.vocab_size)
         config = config_from_args(args, tokenizer.get_vocab_size())
-        seed, dtype = args.seed, args.dtype
+        start = Start(config, tokenizer, splits, args.seed, args.dtype)
         args.batch_tokens = args.batch_tokens or DEFAULT_BATCH_TOKENS
         args.pool = args.pool or (POOL if args.data or args.src else POOL_NUMBERS)
-        if procs.master:
-            checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
-            for name, pairs in splits.items():
-                write_tsv(run_dir / f"{name}.tsv", pairs)
-            (run_dir / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
+    if args.precision == "bf16" and start.dtype != "float32":  # --dtype float64, or a resumed float64 run
+        raise UserError(f"--precision bf16 trains float32 weights under autocast, not {start.dtype}")
+    if resume_from is None and procs.master:
+        checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
+        for name, pairs in splits.items():
+            write_tsv(run_dir / f"{name}.tsv", pairs)
+        (run_dir / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
+    return start
 
+
+def train_run(args: argparse.Namespace, console: Console, procs: Processes, device: torch.device) -> int:
+    run_dir = Path(args.out)
+    say = console.print if procs.master else (lambda *a, **k: None)
+    start = start_or_resume(args, procs)
+    config, tokenizer, splits, seed, dtype = start.config, start.tokenizer, start.splits, start.seed, start.dtype
+    resume_from, meta, states = start.resume_from, start.meta, start.states
     train_examples, dropped = make_examples(tokenizer, splits["train"], config.max_len)
     valid_examples, _ = make_examples(tokenizer, splits["valid"], config.max_len)
     if dropped:
@@ -644,8 +668,6 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     )
 
     torch.manual_seed(seed)
-    if args.precision == "bf16" and dtype != "float32":  # a resumed float64 run
-        raise UserError(f"--precision bf16 trains float32 weights under autocast, not {dtype}")
     model = Transformer(config).to(device=device, dtype=getattr(torch, dtype))
     optimizer, scheduler = make_optimizer(model, config, amsgrad=True)  # see transformer.py, deviation 5
     fused = args.precision == "bf16" and device.type in ("cpu", "cuda")
@@ -802,12 +824,18 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     log({"step": step} | last_valid)
     if metrics is not None:
         metrics.close()
-    table = Table(title=f"{run_dir}: step {step}")
+    say(summary(f"{run_dir}: step {step}", seconds, tokens_seen, pad_share, last_valid, path))
+    return 0
+
+
+def summary(title: str, seconds: float, tokens: int, pad_share: list[float], last_valid: dict, path: Path) -> Table:
+    """The table a finished run ends with."""
+    table = Table(title=title)
     table.add_column("")
     table.add_column("", justify="right")
     rows = [
         ("training time this run", f"{seconds:.1f} s"),
-        ("tokens per second", f"{tokens_seen / max(seconds, 1e-9):,.0f}"),
+        ("tokens per second", f"{tokens / max(seconds, 1e-9):,.0f}"),
         ("padding share of a batch (mean)", f"{100 * sum(pad_share) / max(len(pad_share), 1):.1f}%"),
         ("validation loss", f"{last_valid['valid_loss']:.3f}" if last_valid else "no validation pairs"),
         ("validation BLEU (greedy)", f"{last_valid['valid_bleu']:.1f}" if last_valid else "no validation pairs"),
@@ -815,8 +843,7 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     ]
     for row in rows:
         table.add_row(*row)
-    say(table)
-    return 0
+    return table
 
 
 def train_step(

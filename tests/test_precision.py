@@ -93,7 +93,8 @@ def metrics(run_dir) -> tuple[list[float], float]:
 
 
 def test_training_in_bf16_lowers_the_loss_like_float32(tmp_path, numbers_tsv):
-    flags = ("--steps", "40", "--log-every", "1", "--warmup", "20")
+    # the numbers task's own pool (translate.POOL_NUMBERS): a file of numbers is batched like any text otherwise
+    flags = ("--steps", "40", "--log-every", "1", "--warmup", "20", "--pool", str(tr.POOL_NUMBERS))
     assert train(tmp_path / "fp32", numbers_tsv, *flags) == 0
     assert train(tmp_path / "bf16", numbers_tsv, *flags, "--precision", "bf16") == 0
     (f32, f32_valid), (bf16, bf16_valid) = metrics(tmp_path / "fp32"), metrics(tmp_path / "bf16")
