@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import corpora  # noqa: E402
 import transformer as tf  # noqa: E402
 import translate as tr  # noqa: E402
 
@@ -1017,7 +1018,7 @@ def translation_data(
             raise ValueError("translate.py average failed")
         _, _, model, tokenizer = tr.load_run(averaged)
         pairs = tr.read_tsv(Path(run) / "test.tsv")[:eval_examples]
-    source, target, cross = tr.cross_attention(model, tokenizer, tr.german_number(number), beam=4, alpha=0.6)
+    source, target, cross = tr.cross_attention(model, tokenizer, corpora.german_number(number), beam=4, alpha=0.6)
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
     scores = {
         name: tr.score(tr.translate_texts(model, tokenizer, sources, beam, 0.6), references)
@@ -1066,6 +1067,56 @@ def draw_translation(path: Path, data: TranslationData) -> None:
         0.02,
         f"trained by translate.py for {data.steps} steps, the last {data.averaged} checkpoints averaged · "
         "beam search: beam 4, length penalty α = 0.6 (§6.1)",
+        ha="center",
+        fontsize=16,
+    )
+    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
+    fig.savefig(path)
+
+
+# -----------------------------------------------------------------------------
+# Multi30k: the model of `make translate-m30k`, from the snapshot talk/m30k.py keeps (talk/m30k.json)
+# -----------------------------------------------------------------------------
+
+
+M30K_SNAPSHOT = Path(__file__).resolve().parent / "m30k.json"  # committed; talk/m30k.py writes it from a run
+
+
+def draw_m30k(path: Path, data: dict) -> None:
+    attention, test = data["attention"], data["test2016"]
+    fig, (left, right) = new_figure(
+        "Multi30k German → English: where the decoder looks, and looping fades with training",
+        ncols=2,
+        gridspec_kw={"width_ratios": [1.5, 1]},
+    )
+    image = left.imshow(np.array(attention["cross"]), cmap=SEQUENTIAL, vmin=0, vmax=1, aspect="auto")
+    left.set_xticks(
+        range(len(attention["source"])), [p.replace("▁", "_") for p in attention["source"]], rotation=55, ha="right"
+    )
+    left.set_yticks(range(len(attention["target"])), [p.replace("▁", "") for p in attention["target"]])
+    left.set_xlabel("key: German BPE piece")
+    left.set_ylabel("query: the English piece written")
+    left.set_title("test2016, sentence 1: last decoder layer, mean over heads", fontsize=16)
+    fig.colorbar(image, ax=left, shrink=0.8, label="attention weight")
+    steps = [v["step"] for v in data["validation"]]
+    right.plot(steps, [v["valid_bleu"] for v in data["validation"]], marker="o", color=GREEN, label="BLEU (greedy)")
+    right.set_xlabel("training step")
+    right.set_ylabel("validation BLEU, greedy")
+    loops = right.twinx()
+    loops.spines["right"].set_visible(True)
+    loops.plot(
+        steps, [v["valid_looping"] for v in data["validation"]], marker="s", color=VERMILLION, label="answers that loop"
+    )
+    loops.set_ylabel("looping answers of 200")
+    loops.set_ylim(bottom=0)
+    right.set_title("first 200 validation sentences", fontsize=16)
+    handles = right.get_legend_handles_labels()[0] + loops.get_legend_handles_labels()[0]
+    right.legend(handles, [h.get_label() for h in handles], loc="center right")
+    fig.text(
+        0.5,
+        0.02,
+        f"make translate-m30k: test2016 BLEU {test['bleu']:.1f} (sacreBLEU, cased), {test['bleu_lowercase']:.1f} "
+        f"lowercased, beam {test['beam']}, after {data['train_minutes']:.1f} min of training on a CPU",
         ha="center",
         fontsize=16,
     )
@@ -1154,6 +1205,10 @@ def make_lr_schedule(ctx: Context, path: Path) -> None:
 
 def make_ln_warmup(ctx: Context, path: Path) -> None:
     draw_ln_warmup(path, ln_warmup_data())
+
+
+def make_m30k(ctx: Context, path: Path) -> None:
+    draw_m30k(path, json.loads(M30K_SNAPSHOT.read_text(encoding="utf-8")))
 
 
 def make_translation(ctx: Context, path: Path) -> None:
