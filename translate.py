@@ -411,8 +411,9 @@ def decode_batch(model, src: Tensor, beam: int, alpha: float) -> Tensor:
     return cached.cached_beam_search(model, src, max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
 
 
-def translate_texts(model, tokenizer, texts: list[str], beam: int, alpha: float, batch_size: int = 200) -> list[str]:
-    """Beam search (greedy at beam 1) over sentences sorted by length, so a batch holds little padding."""
+def translate_texts(model, tokenizer, texts: list[str], beam: int, alpha: float, batch_size: int = 100) -> list[str]:
+    """Beam search (greedy at beam 1) over sentences sorted by length, so a batch holds little padding. 100 sentences
+    a batch decoded Multi30k's test set with the least CPU time of 50, 100, 200 and 400 (beam 4, one thread)."""
     device = next(model.parameters()).device
     ids, _ = source_ids(tokenizer, texts, model.config.max_len)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
