@@ -135,7 +135,7 @@ RUN_M30K ?= runs/m30k
 # The recipe, chosen on val (README, "A real language"): a number of steps, not a time budget, so a slower laptop
 # trains the same model, later.
 M30K_MODEL := --d-model 256 --heads 8 --layers 3 --d-ff 512 --dropout 0.1 --vocab-size 8000
-M30K_RECIPE := $(M30K_MODEL) --batch-tokens 3000 --pool 64 --warmup 800 --lr-factor 0.5 --steps 2200 \
+M30K_RECIPE := $(M30K_MODEL) --batch-tokens 3000 --pool 64 --warmup 800 --lr-factor 0.5 --steps 2000 --precision bf16 \
 	--save-every 100 --keep 5 --eval-every 500 --bpe-pairs 29000
 M30K_SPLITS = --src $(M30K_DATA)/train.de --tgt $(M30K_DATA)/train.en --valid $(M30K_DATA)/val.de $(M30K_DATA)/val.en \
 	--test $(M30K_DATA)/test2016.de $(M30K_DATA)/test2016.en
@@ -149,7 +149,7 @@ translate-m30k: fetch-m30k ## train German->English on Multi30k on the CPU, aver
 	@rm -rf $(RUN_M30K)
 	@$(PY) translate.py train --out $(RUN_M30K) $(M30K_SPLITS) $(M30K_RECIPE) $(TRANSLATE_ARGS)
 	@$(PY) translate.py average $(RUN_M30K) --last 5 --out $(RUN_M30K)/averaged.pt
-	@$(PY) translate.py evaluate $(RUN_M30K)/averaged.pt --beam 4 --examples 10 --json $(RUN_M30K)/test2016.json \
+	@$(PY) translate.py evaluate $(RUN_M30K)/averaged.pt --beam 4 --precision bf16 --examples 10 --json $(RUN_M30K)/test2016.json \
 		--title "Multi30k test2016 de→en"
 
 # --- write it yourself (tools/live.py, notebooks/) ---------------------------
