@@ -103,6 +103,12 @@ def new_figure(title: str, **subplots) -> tuple[Figure, Any]:
     return fig, fig.subplots(**subplots)
 
 
+def caption(fig: Figure, text: str, **style) -> None:
+    """One line under the figure saying where its numbers come from, with room kept for it."""
+    fig.text(0.5, 0.02, text, ha="center", **({"fontsize": 16} | style))
+    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
+
+
 def token_label(token: int) -> str:
     """How a token of the toy tasks reads on an axis: the symbols as digits, as the demo prints them."""
     special = {tf.PAD: "PAD", tf.BOS: "BOS", tf.EOS: "EOS"}
@@ -498,15 +504,11 @@ def draw_attention(path: Path, data: AttentionData, steps: int, accuracy: float)
     axes[1].set_ylabel("query: decoder input")
     axes[2].set_ylabel("query: decoder input")
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-    fig.text(
-        0.5,
-        0.02,
+    caption(
+        fig,
         f"last layer, mean of {data.cross.shape[1]} heads · {100 * share:.0f}% of cross-attention on the anti-diagonal"
         f" · {steps} steps, {100 * accuracy:.0f}% exact match on held-out data",
-        ha="center",
-        fontsize=16,
     )
-    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     fig.savefig(path)
 
 
@@ -674,15 +676,12 @@ def draw_scaling(path: Path, data: ScalingData) -> None:
         ax.set_xticks(data.d_ks, [str(d) for d in data.d_ks])
         ax.set_xlabel("d_k")
         ax.legend(loc="best")
-    fig.text(
-        0.5,
-        0.02,
+    caption(
+        fig,
         "q, k with independent N(0, 1) components (footnote 4); mean over random queries; "
         "via transformer.scaled_dot_product_attention",
-        ha="center",
         fontsize=15,
     )
-    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     fig.savefig(path)
 
 
@@ -884,15 +883,9 @@ def draw_lr_schedule(path: Path) -> None:
         ax.set_ylabel("learning rate (×10⁻³)")
         ax.set_xlim(0, step[-1])
         ax.set_ylim(0, peak * 1e3 * 1.25)
-    fig.text(
-        0.5,
-        0.02,
-        "lrate = d_model^-0.5 · min(step^-0.5, step · warmup_steps^-1.5); shaded: the warm-up",
-        ha="center",
-        fontsize=16,
-        family="monospace",
+    caption(
+        fig, "lrate = d_model^-0.5 · min(step^-0.5, step · warmup_steps^-1.5); shaded: the warm-up", family="monospace"
     )
-    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     fig.savefig(path)
 
 
@@ -1062,15 +1055,11 @@ def draw_translation(path: Path, data: TranslationData) -> None:
     right.set_xticks(x, names)
     right.set_title(f"{data.scores[names[0]]['n']} held-out numbers")
     right.legend(loc="lower right")
-    fig.text(
-        0.5,
-        0.02,
+    caption(
+        fig,
         f"trained by translate.py for {data.steps} steps, the last {data.averaged} checkpoints averaged · "
         "beam search: beam 4, length penalty α = 0.6 (§6.1)",
-        ha="center",
-        fontsize=16,
     )
-    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     fig.savefig(path)
 
 
@@ -1112,15 +1101,11 @@ def draw_m30k(path: Path, data: dict) -> None:
     right.set_title("first 200 validation sentences", fontsize=16)
     handles = right.get_legend_handles_labels()[0] + loops.get_legend_handles_labels()[0]
     right.legend(handles, [h.get_label() for h in handles], loc="center right")
-    fig.text(
-        0.5,
-        0.02,
+    caption(
+        fig,
         f"make translate-m30k: test2016 BLEU {test['bleu']:.1f} (sacreBLEU, cased), {test['bleu_lowercase']:.1f} "
         f"lowercased, beam {test['beam']}, after {data['train_minutes']:.1f} min of training on a CPU",
-        ha="center",
-        fontsize=16,
     )
-    fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     fig.savefig(path)
 
 
