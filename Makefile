@@ -149,7 +149,7 @@ translate-m30k: fetch-m30k ## train German->English on Multi30k on the CPU, aver
 	@rm -rf $(RUN_M30K)
 	@$(PY) translate.py train --out $(RUN_M30K) $(M30K_SPLITS) $(M30K_RECIPE) $(TRANSLATE_ARGS)
 	@$(PY) translate.py average $(RUN_M30K) --last 5 --out $(RUN_M30K)/averaged.pt
-	@$(PY) translate.py evaluate $(RUN_M30K)/averaged.pt --beam 4 --precision bf16 --examples 10 --json $(RUN_M30K)/test2016.json \
+	@$(PY) translate.py evaluate $(RUN_M30K)/averaged.pt --beam 4 --examples 10 --json $(RUN_M30K)/test2016.json \
 		--title "Multi30k test2016 de→en"
 
 # --- write it yourself (tools/live.py, notebooks/) ---------------------------
