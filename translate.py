@@ -952,7 +952,8 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
 
 def translate(args: argparse.Namespace, console: Console) -> int:
     _, _, model, tokenizer = load_run(args.run, device_named(args.device))
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    # a file piped in from Notepad or Excel starts with a byte-order mark: it is not part of the first sentence
+    texts = args.text or [line for line in sys.stdin.read().removeprefix("\ufeff").splitlines() if line.strip()]
     if not texts:
         raise UserError("nothing to translate: give sentences as arguments, or one per line on stdin")
     _, too_long = source_ids(tokenizer, texts, model.config.max_len)

@@ -368,7 +368,7 @@ def test_translate_reads_arguments_or_stdin_and_draws_the_alignment(numbers_run,
     long = " ".join(["dreihundertzweiundvierzig"] * 100)  # at least 200 pieces, more than max_len
     assert tr.main(["translate", str(numbers_run), long, "--beam", "1"]) == 0
     assert "1 sentence is longer than max_len=128 tokens and cut to it" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("sieben\n\nelf\n"))
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("\ufeffsieben\n\nelf\n"))  # a BOM first, as Notepad
     assert tr.main(["translate", str(numbers_run), "--beam", "1"]) == 0
     expected = tr.translate_texts(tr.load_model(numbers_run), tr.load_tokenizer(numbers_run), ["sieben", "elf"], 1, 0.6)
     assert capsys.readouterr().out.splitlines() == expected, "one translation per non-blank line of stdin"
