@@ -69,6 +69,7 @@ FIGURE_NAMES = (
     "lr_schedule.png",
     "translation.png",
     "ln_warmup.png",
+    "m30k.png",
 )
 
 # The Chromium flags of a quiet, throw-away browser: no first-run dialogs, no calls home.
@@ -365,7 +366,35 @@ def render_region(spec: str) -> str:
             raise BuildError(f"region {spec!r}: the Makefile has no target {', '.join(missing)}")
         width = max(len(f"make {t}") for t in args)
         return fenced("bash", "\n".join(f"{'make ' + t:<{width}}  # {targets[t]}" for t in args))
+    if kind == "m30k":
+        return m30k_region(json.loads((TALK / "m30k.json").read_text(encoding="utf-8")))
     raise BuildError(f"unknown region kind {kind!r} in {spec!r}")
+
+
+# What the tutorials report on test2016, German -> English, and how they measured it (their READMEs and notebooks).
+M30K_ANCHORS = (
+    ("pytorch-seq2seq (bentrevett), Transformer", "36.5", "lowercased spaCy tokens, greedy", "a GPU, ~2.5 min"),
+    ("DGL's Transformer example", "36.45", "English → German, tokenized, beam 5", "a GPU"),
+)
+
+
+def m30k_region(data: dict) -> str:
+    """The Multi30k slide's tables, from talk/m30k.json: the first test sentences, and our BLEU beside the tutorials'."""
+    rows = ["| German (test2016) | reference | ours, beam 4 |", "|---|---|---|"]
+    for e in data["examples"]:
+        rows.append(
+            f"| {markdown_text(e['source'])} | {markdown_text(e['reference'])} | {markdown_text(e['translation'])} |"
+        )
+    test = data["test2016"]
+    rows += [
+        "",
+        "| test2016 BLEU | | measured as | trained on |",
+        "|---|---:|---|---|",
+        f"| **ours**, `make translate-m30k` | **{test['bleu_lowercase']:.1f}** ({test['bleu']:.1f} cased) "
+        f"| sacreBLEU lowercased (cased), detokenized, beam {test['beam']} | 2 CPU cores, {data['train_minutes']:.1f} min |",
+    ]
+    rows += [f"| {name} | {bleu} | {how} | {hardware} |" for name, bleu, how, hardware in M30K_ANCHORS]
+    return "\n".join(rows) + "\n"
 
 
 def rendered(spec: str) -> str:

@@ -1074,7 +1074,7 @@ M30K_SNAPSHOT = Path(__file__).resolve().parent / "m30k.json"  # committed; talk
 def draw_m30k(path: Path, data: dict) -> None:
     attention, test = data["attention"], data["test2016"]
     fig, (left, right) = new_figure(
-        "Multi30k German → English: where the decoder looks, and looping fades with training",
+        "Multi30k German → English: where the decoder looks, and how often greedy answers loop",
         ncols=2,
         gridspec_kw={"width_ratios": [1.5, 1]},
     )
@@ -1221,6 +1221,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("lr_schedule", "the learning-rate schedule of Eq. (3)", make_lr_schedule),
     FigureSpec("translation", "cross-attention of a German number, beam 4 against greedy", make_translation),
     FigureSpec("ln_warmup", "post-LN against pre-LN across warm-up (experiments/ln_warmup.json)", make_ln_warmup),
+    FigureSpec("m30k", "Multi30k: a real sentence's cross-attention, looping by step (talk/m30k.json)", make_m30k),
 )
 NAMES = tuple(spec.name for spec in FIGURES)
 

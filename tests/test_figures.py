@@ -18,7 +18,8 @@ from tests.conftest import ROOT, load_module
 figures = load_module(ROOT / "talk" / "figures.py")
 tf = figures.tf  # the transformer module the figures draw from
 
-CHEAP = ("masks", "positional_encoding", "mha_shapes", "scaling", "lr_schedule", "ln_warmup")  # ln_warmup: from JSON
+# ln_warmup and m30k: drawn from committed JSON (experiments/ln_warmup.json, talk/m30k.json)
+CHEAP = ("masks", "positional_encoding", "mha_shapes", "scaling", "lr_schedule", "ln_warmup", "m30k")
 TRAINED = ("attention_heatmaps", "residual_stream", "pitfall_training_curves", "translation")
 FEW_STEPS = figures.Settings(
     demo_steps=10,

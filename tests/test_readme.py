@@ -40,7 +40,7 @@ def test_readme_make_targets_exist():
 
 
 def test_readme_demo_line_has_the_demo_format():
-    (text,) = [b for b in fenced("text") if "exact match" in b and not b.startswith("BLEU")]
+    (text,) = [b for b in fenced("text") if b.startswith("exact match")]
     assert re.fullmatch(r"exact match \d+\.\d% \(\d+/1000\) after \d+\.\d s of training\n", text)
     source = (ROOT / "transformer.py").read_text()
     assert 'f"exact match {100 * hits / N_TEST:.1f}% ({hits}/{N_TEST}) after {seconds:.1f} s of training"' in source
@@ -59,4 +59,20 @@ def test_readme_translate_line_has_the_evaluate_format():
     (text,) = [b for b in fenced("text") if b.startswith("BLEU")]
     assert CLOSING_LINE.fullmatch(text.strip()), (
         f"the README's make translate line is not what evaluate prints: {text!r}"
+    )
+
+
+def test_readme_multi30k_line_is_the_run_the_slides_show():
+    import json
+
+    from tests.test_translate import CLOSING_LINE
+
+    (text,) = [b.strip() for b in fenced("text") if b.startswith("Multi30k test2016")]
+    assert CLOSING_LINE.fullmatch(text), f"the README's make translate-m30k line is not what evaluate prints: {text!r}"
+    run = json.loads((ROOT / "talk" / "m30k.json").read_text(encoding="utf-8"))
+    numbers = (
+        f"BLEU {run['test2016']['bleu']:.1f} (sacreBLEU, cased), {run['test2016']['bleu_lowercase']:.1f} lowercased"
+    )
+    assert numbers in text and f"after {run['train_minutes']:.1f} min" in text, (
+        "the README's Multi30k result is not the run in talk/m30k.json (the slides' run)"
     )
