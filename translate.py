@@ -49,7 +49,6 @@ from transformer import (
     OneLineParser,
     Transformer,
     TransformerConfig,
-    label_smoothed_loss,
     make_optimizer,
     non_negative_int,
     pick_device,
@@ -58,7 +57,7 @@ from transformer import (
 
 PROG = "translate.py"
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"  # ids 0, 1, 2, 3: PAD is the model's pad_id = 0
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 CHECKPOINT_FORMAT = 1
 DEFAULT_BATCH_TOKENS = 600  # of `train`: about 60 numbers
 DEFAULT_STEPS = 700  # of `train`: enough for the numbers task on a CPU (see the Makefile's translate)
@@ -66,6 +65,7 @@ DEFAULT_STEPS = 700  # of `train`: enough for the numbers task on a CPU (see the
 # which number it is, and batches of one length taught it worse (README). Real sentences do not: on Multi30k pools of
 # 64 batches leave 10.6% of a batch padding where pools of 8 leave 20.4%.
 POOL, POOL_NUMBERS = 64, 8
+UNKNOWN_WARNING = 0.001  # a share of <unk> pieces above this gets a warning: 1 piece in 1,000
 LEGACY_POOL = 8  # what checkpoints written before --pool existed were batched with
 BATCHING = {"batch_tokens": "--batch-tokens", "pool": "--pool"}  # kept by a resume: the batches depend on them
 
@@ -75,18 +75,47 @@ BATCHING = {"batch_tokens": "--batch-tokens", "pool": "--pool"}  # kept by a res
 # -----------------------------------------------------------------------------
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
+PRE_TOKENIZERS = ("punctuation", "spaces")
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, split: str = "punctuation"):
     """BPE over the training split only. Source and target share it, which lets the model share one embedding
-    matrix between encoder, decoder and output (§3.4). Characters never seen in training become <unk>."""
+    matrix between encoder, decoder and output (§3.4). Characters never seen in training become <unk>.
+
+    split="spaces" cuts the text into words at spaces only, so "Hut," and "Hut" are two words to learn;
+    "punctuation" also cuts every punctuation mark off into a piece of its own. Either way nothing is dropped, so
+    decoding gives back the text exactly."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.normalizer = normalizers.NFC()  # one code point for "ü" whether it arrived composed or not
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()  # words keep their leading space as "▁"
+    words = pre_tokenizers.Metaspace()  # words keep their leading space as "▁"
+    if split == "punctuation":
+        words = pre_tokenizers.Sequence([words, pre_tokenizers.Punctuation(behavior="isolated")])
+    tokenizer.pre_tokenizer = words
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, UNK], show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
+
+
+def even_sample(items: list, k: int) -> list:
+    """k items spread evenly over the whole list, first to last (all of them when k >= len(items))."""
+    n = len(items)
+    if k >= n:
+        return list(items)
+    return [items[i * n // k] for i in range(k)]
+
+
+def unknown_share(examples: list[Example]) -> float:
+    """The fraction of the pieces that are <unk>: characters the vocabulary never saw, which the model cannot
+    write."""
+    pieces, unknown = 0, 0
+    for e in examples:
+        for ids in (e.src, e.tgt):
+            pieces += len(ids)
+            unknown += ids.count(UNK_ID)
+    return unknown / max(pieces, 1)
 
 
 def tokenizer_from_json(text: str):
@@ -465,7 +494,58 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
-PRECISIONS = ("fp32", "bf16")
+def smoothed_loss_sum(logits: Tensor, target: Tensor, smoothing: float, pad_id: int) -> Tensor:
+    """The sum over real target tokens of transformer.py's label_smoothed_loss, without building its q.
+
+    q puts 1 - eps on the true token t and eps / (V - 2) on every token but t and padding, so
+    -sum_v q_v log p_v = -(1 - eps) log p_t - eps / (V - 2) (sum_v log p_v - log p_t - log p_pad),
+    and log p_v = z_v - logsumexp(z): every term needs one logsumexp and one sum over V per token, not a (B*T, V)
+    q and its product with the log-probabilities (tests/test_translate.py holds the two equal in float64).
+    logits (B, T, V) in float32 or float64, target (B, T) -> a scalar."""
+    V = logits.size(-1)
+    z = logits.flatten(0, -2)  # (B, T, V) -> (B*T, V)
+    target = target.flatten()  # (B, T) -> (B*T,)
+    keep = target != pad_id  # (B*T,)
+    z, target = z[keep], target[keep]  # (n, V), (n,): padding positions cost nothing
+    lse = z.logsumexp(dim=-1)  # (n,)
+    log_p_true = z.gather(1, target[:, None]).squeeze(1) - lse  # (n,)
+    log_p_pad = z[:, pad_id] - lse  # (n,)
+    sum_log_p = z.sum(dim=-1) - V * lse  # (n,)
+    rest = sum_log_p - log_p_true - log_p_pad  # (n,): the V - 2 tokens that share eps
+    return -((1.0 - smoothing) * log_p_true + smoothing / (V - 2) * rest).sum()
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Does this device compute bfloat16 natively? CPUs with AVX-512 BF16 or AMX do (recent Xeons, AMD Zen 4 and
+    later); others emulate it, and there autocast trains slower than float32 (an Intel Ice Lake: 2.3x slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def choose_precision(asked: str, device: torch.device, native=native_bf16) -> tuple[str, str]:
+    """(fp32 or bf16, why): --precision auto takes bf16 only where the device computes it natively."""
+    fast = native(device)
+    if asked == "auto":
+        if fast:
+            return "bf16", f"bf16: {device.type} computes bfloat16 natively"
+        return "fp32", f"fp32: this {device.type} has no native bfloat16, where autocast would train slower"
+    if asked == "bf16" and not fast:
+        return "bf16", f"bf16 as asked, but this {device.type} has no native bfloat16: expect it slower than fp32"
+    return asked, f"{asked} as asked"
+
+
+def decoding_precision(asked: str, device: torch.device) -> str:
+    """Decoding on a CPU stays float32 under --precision auto: one token at a time, autocast's casts of every weight
+    at every step cost more than bfloat16 saves (greedy over test2016 on two cores: 273 s in bf16, 13 s in fp32)."""
+    if asked == "auto":
+        return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
+    return asked
 
 
 def autocast(device: torch.device, precision: str):
@@ -503,8 +583,8 @@ def held_out_loss(model, examples: list[Example], batch_tokens: int, device, pre
             n = int((labels != PAD_ID).sum())
             with autocast(device, precision):
                 logits = model(src, tgt[:, :-1])
-            loss = label_smoothed_loss(loss_logits(logits, precision), labels, model.config.label_smoothing, PAD_ID)
-            total, tokens = total + loss.item() * n, tokens + n
+            loss = smoothed_loss_sum(loss_logits(logits, precision), labels, model.config.label_smoothing, PAD_ID)
+            total, tokens = total + loss.item(), tokens + n
     return total / max(tokens, 1)
 
 
@@ -574,6 +654,21 @@ def prepare_data(args) -> dict[str, list[tuple[str, str]]]:
     return splits
 
 
+def make_scheduler(optimizer, config: TransformerConfig, steps: int, cooldown: float):
+    """Eq. (3) (times config.lr_factor), as transformer.py's make_optimizer drives it; with cooldown > 0 the rate
+    falls linearly to zero over the last `cooldown` fraction of the steps, so training ends annealed rather than at
+    two thirds of its peak. cooldown = 0 is the paper's schedule."""
+    from transformer import learning_rate
+
+    span = cooldown * steps
+
+    def factor(i: int) -> float:  # i counts the steps taken, from 0; the paper's step is i + 1
+        rate = config.lr_factor * learning_rate(i + 1, config.d_model, config.warmup_steps)
+        return rate if span <= 0 else rate * min(1.0, max(steps - i, 0) / span)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train(args: argparse.Namespace, console: Console) -> int:
     procs, device = start_processes(args.device)
     try:
@@ -631,14 +726,16 @@ def start_or_resume(args: argparse.Namespace, procs: Processes) -> Start:
         splits = prepare_data(args)
         # like sentencepiece's input_sentence_size: BPE from an even sample of the training pairs, which is enough
         # to find the frequent pieces and keeps its cost (which grows faster than the text) small
-        sample = splits["train"][:: max(1, len(splits["train"]) // args.bpe_pairs)][: args.bpe_pairs]
-        tokenizer = train_tokenizer([t for pair in sample for t in pair], args.vocab_size)
+        sample = even_sample(splits["train"], args.bpe_pairs)
+        tokenizer = train_tokenizer([t for pair in sample for t in pair], args.vocab_size, args.pre_tokenizer)
         config = config_from_args(args, tokenizer.get_vocab_size())
         start = Start(config, tokenizer, splits, args.seed, args.dtype)
         args.batch_tokens = args.batch_tokens or DEFAULT_BATCH_TOKENS
         args.pool = args.pool or (POOL if args.data or args.src else POOL_NUMBERS)
     if args.precision == "bf16" and start.dtype != "float32":  # --dtype float64, or a resumed float64 run
         raise UserError(f"--precision bf16 trains float32 weights under autocast, not {start.dtype}")
+    if args.precision == "auto" and start.dtype != "float32":
+        args.precision = "fp32"  # float64 weights are a test's: autocast has nothing to offer them
     if resume_from is None and procs.master:
         checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
         for name, pairs in splits.items():
@@ -657,6 +754,13 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
     valid_examples, _ = make_examples(tokenizer, splits["valid"], config.max_len)
     if dropped:
         say(f"[yellow]left out {dropped} training pairs longer than max_len={config.max_len} tokens[/]")
+    if train_examples and (unknown := unknown_share(train_examples)) > UNKNOWN_WARNING:
+        say(
+            f"[yellow]{100 * unknown:.2f}% of the training pieces are <unk>: characters the BPE never saw; "
+            "learn it from more pairs (--bpe-pairs) or a larger --vocab-size[/]"
+        )
+    args.precision, why = choose_precision(args.precision, device)
+    say(f"precision {why}")
     if not train_examples:
         raise UserError(f"every training pair is longer than max_len={config.max_len} tokens")
     agree(
@@ -670,7 +774,8 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
 
     torch.manual_seed(seed)
     model = Transformer(config).to(device=device, dtype=getattr(torch, dtype))
-    optimizer, scheduler = make_optimizer(model, config, amsgrad=True)  # see transformer.py, deviation 5
+    optimizer, _ = make_optimizer(model, config, amsgrad=True)  # see transformer.py, deviation 5
+    scheduler = make_scheduler(optimizer, config, args.steps, args.cooldown)
     fused = args.precision == "bf16" and device.type in ("cpu", "cuda")
     fuse_adam(optimizer, fused)
     step, epoch, position, seconds_before = 0, 0, 0, 0.0
@@ -708,6 +813,8 @@ def train_run(args: argparse.Namespace, console: Console, procs: Processes, devi
                 "precision": args.precision,  # of the run that wrote it: the weights are float32 either way
                 "batch_tokens": args.batch_tokens,
                 "pool": args.pool,
+                "cooldown": args.cooldown,
+                "steps": args.steps,
                 "train_seconds": seconds_before + seconds,
             }
             states_out = {
@@ -870,7 +977,7 @@ def train_step(
     n_global = all_sum(n_local, procs)
     with autocast(src.device, precision):
         logits = trained(src, tgt[:, :-1])  # (b, T - 1, V)
-    local_sum = label_smoothed_loss(loss_logits(logits, precision), labels, config.label_smoothing, PAD_ID) * n_local
+    local_sum = smoothed_loss_sum(loss_logits(logits, precision), labels, config.label_smoothing, PAD_ID)
     loss = local_sum * procs.world / n_global
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -922,7 +1029,8 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
     if meta.get("averaged"):
         console.print(f"the average of {', '.join(meta['averaged'])} (§6.1)", style="dim")
     start = time.perf_counter()
-    with autocast(device_named(args.device), args.precision):
+    device = device_named(args.device)
+    with autocast(device, decoding_precision(args.precision, device)):
         hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam, args.alpha)
     seconds = time.perf_counter() - start
     result = score(hypotheses, [t for _, t in pairs])
@@ -960,7 +1068,8 @@ def translate(args: argparse.Namespace, console: Console) -> int:
     if too_long:  # translate_texts keeps the first max_len tokens of such a sentence
         what = "1 sentence is" if too_long == 1 else f"{too_long} sentences are"
         print(f"{PROG}: {what} longer than max_len={model.config.max_len} tokens and cut to it", file=sys.stderr)
-    with autocast(device_named(args.device), args.precision):
+    device = device_named(args.device)
+    with autocast(device, decoding_precision(args.precision, device)):
         translations = translate_texts(model, tokenizer, texts, args.beam, args.alpha)
     for translation in translations:
         print(translation)
@@ -1081,8 +1190,9 @@ def add_precision_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="fp32",
-        help=f"bf16 {what} under bfloat16 autocast, the weights in float32 (default: fp32)",
+        default="auto",
+        help=f"bf16 {what} under bfloat16 autocast, the weights in float32; auto (default) takes bf16 only where "
+        "the processor computes it natively",
     )
 
 
@@ -1117,6 +1227,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--numbers", type=positive_int, default=50_000, help="training pairs of the numbers task")
     p.add_argument("--vocab-size", type=positive_int, default=300, help="shared BPE vocabulary (default: 300)")
     p.add_argument("--bpe-pairs", type=positive_int, default=10_000, help="pairs the BPE learns from (default: 10000)")
+    p.add_argument(
+        "--pre-tokenizer",
+        choices=PRE_TOKENIZERS,
+        default="punctuation",
+        help="what BPE's words are cut at: spaces and punctuation (default), or spaces only",
+    )
+    p.add_argument(
+        "--cooldown",
+        type=unit_float,
+        default=0.0,
+        help="fraction of the steps over which the rate falls linearly to 0 at the end (default: 0, Eq. (3) alone)",
+    )
     p.add_argument("--preset", choices=("base", "big"), help="Table 3's base or big model")
     p.add_argument("--d-model", dest="d_model", type=positive_int)
     p.add_argument("--heads", dest="n_heads", type=positive_int)
