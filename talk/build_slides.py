@@ -53,6 +53,7 @@ SLIDES = TALK / "slides.md"
 TEMPLATE = TALK / "template.html"
 FIGURES = TALK / "figures"
 DIST = TALK / "dist"
+WEB = ROOT / "web"  # the translating page `make web` writes; the static site carries it in web/
 NODE_MODULES = TALK / "node_modules"
 REVEAL_MD = NODE_MODULES / "reveal-md" / "bin" / "reveal-md.js"
 CHECK_SCRIPT = TALK / "check_deck.mjs"
@@ -469,8 +470,33 @@ def missing_figures(figures: Path) -> list[str]:
     return [name for name in FIGURE_NAMES if not (figures / name).is_file()]
 
 
-def build_static(out: Path, figures: Path = FIGURES) -> Path:
-    """Write the offline site to out (index.html, reveal.js, highlight theme, figures). Returns index.html."""
+WEB_NOT_BUILT = """<!doctype html>
+<html lang="en">
+  <head><meta charset="utf-8" /><title>The translating page is not built</title></head>
+  <body style="font: 20px/1.5 system-ui, sans-serif; padding: 1.5em; color: #1d2433">
+    <p><b>The translating page has not been built.</b></p>
+    <p>Run <code>make web</code> (the numbers model; <code>make web RUN=runs/m30k</code> for Multi30k), then
+      <code>make slides-static</code> again.</p>
+  </body>
+</html>
+"""
+
+
+def copy_web_page(out: Path, web: Path = WEB) -> bool:
+    """The translating page into the site's web/, as `make web` wrote it; when it is not built, a page that says
+    how to build it, so the slide's frame is never a broken one. Returns whether the real page went in."""
+    built = (web / "index.html").is_file() and (web / "weights.js").is_file()
+    if built:
+        shutil.copytree(web, out / "web")
+    else:
+        (out / "web").mkdir()
+        (out / "web" / "index.html").write_text(WEB_NOT_BUILT, encoding="utf-8")
+    return built
+
+
+def build_static(out: Path, figures: Path = FIGURES, web: Path = WEB) -> Path:
+    """Write the offline site to out (index.html, reveal.js, highlight theme, figures, the translating page in
+    web/). Returns index.html."""
     missing = missing_figures(figures)
     if missing:
         raise BuildError(f"{len(missing)} figures missing in {figures} ({', '.join(missing)}): run `make figures`")
@@ -497,6 +523,7 @@ def build_static(out: Path, figures: Path = FIGURES) -> Path:
     if done.returncode or not index.is_file():
         detail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise BuildError(f"reveal-md --static failed (exit {done.returncode}): {detail}")
+    copy_web_page(out, web)
     return index
 
 
@@ -652,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"wrote {index.relative_to(Path.cwd()) if index.is_relative_to(Path.cwd()) else index}: "
                 f"{slides} slides, offline, in {time.perf_counter() - start:.1f} s"
             )
+            if not (WEB / "weights.js").is_file():
+                console.print("the translating page is not built: its slide says to run `make web` first")
             return 0
         if args.command == "pdf":
             start = time.perf_counter()
