@@ -29,6 +29,7 @@ from translation import web
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--vocab-size", "120", "--threads", "1"]
 TOLERANCE = 1e-4  # float32: the page sums in float64, PyTorch in float32 with its own order
 HELD_OUT = 12  # random sentences of the held-out split, not chosen by the test
+TYPED = slice(3, 8)  # those of them typed into the page's box in Chromium
 
 
 def on_ci() -> bool:
@@ -83,6 +84,13 @@ def greedy(model, tokenizer, text: str) -> str:
     return tr.translate_texts(model, tokenizer, [text], beam=1, alpha=0.0)[0]
 
 
+def greedy_tokens(model, tokenizer, text: str) -> list[int]:
+    """transformer.py's greedy_decode of one sentence, with translate.py's source and cap: <s> to </s>."""
+    (src,), _ = tr.source_ids(tokenizer, [text], model.config.max_len)
+    cap = min(model.config.max_len - 1, 2 * len(src) + 10)  # translate.py's decode_batch for a batch of one
+    return greedy_decode(model, torch.tensor([src]), cap, bos_id=1, eos_id=2)[0].tolist()
+
+
 def made_up_sentences(rng: random.Random, n: int) -> list[str]:
     """German-looking text with what a tokenizer trips on: umlauts, ß, digits, punctuation of every kind."""
     words = (
@@ -127,6 +135,11 @@ ODD_TEXTS = [
 ]
 
 
+# random strings are drawn from these: spaces and "▁", special tokens, combining marks, punctuation of other scripts
+FUZZ = [*"aäoöuüßAÄOÖUÜ ▁<>/s!.,;:-\t\n0123456789", "\u0308", "\u0301", "<s>", "</s>", "<unk>", "<pad>", "😀", "—"]
+FUZZ += ["„", "“", "\u00a0", "\u2028", "\u3002", "\uff0c", "\u2e3a", "\u058a", "\u00b7", "\u2010"]
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny numbers model (trained for seconds), its pages, and what PyTorch and HF tokenizers say about them."""
@@ -162,6 +175,7 @@ def run(tmp_path_factory):
     rng = random.Random(0)
     texts = made_up_sentences(rng, 250)
     texts += [unicodedata.normalize("NFD", t) for t in texts[:60]] + ODD_TEXTS
+    texts += ["".join(rng.choice(FUZZ) for _ in range(rng.randint(0, 30))) for _ in range(300)]
     corpus = made_up_sentences(random.Random(1), 2000)
     tokenizers = {split: tr.train_tokenizer(corpus, 300, split) for split in ("punctuation", "spaces")}
     return {
@@ -177,6 +191,7 @@ def run(tmp_path_factory):
         "seed": seed,
         "held_out": held_out,
         "expected": [greedy(model, tokenizer, t) for t in held_out],
+        "expected_tokens": [greedy_tokens(model, tokenizer, t) for t in held_out],
         "expected_f16": [greedy(half_model, tokenizer, t) for t in held_out],
         "fixed": fixed,
         "torch": [torch_forward(model, s, t) for s, t in fixed],
@@ -256,7 +271,7 @@ def browser(run, tmp_path_factory):
             "url": web.page_url(page, "?src=" + quote(held[1])),
             "wait": "done",
             "jobs": [*forward_jobs(run), {"op": "translate", "texts": held}, *tokenizer_jobs(run)],
-            "type": ["  ", LONG, STRANGE],
+            "type": ["  ", LONG, STRANGE, *held[TYPED]],
         },
         "f16": {"url": web.page_url(run["page_f16"]), "jobs": [*forward_jobs(run), {"op": "translate", "texts": held}]},
         "bare": {"url": web.page_url(run["bare"], "?src=neun")},
@@ -272,7 +287,7 @@ def browser(run, tmp_path_factory):
         }
     report = web.in_chromium(list(visits.values()))
     shown = {"version": report["browserVersion"]} | dict(zip(visits, report["visits"], strict=True))
-    shown["empty"], shown["long"], shown["strange"] = shown["link"]["typed"]
+    shown["empty"], shown["long"], shown["strange"], *shown["typed"] = shown["link"]["typed"]
     n = len(CASES)
     shown["forward"], shown["translate"], shown["tokenizer"] = (
         shown["link"]["jobs"][:n],
@@ -334,6 +349,7 @@ def test_chromium_computes_pytorchs_logits_and_attention(run, browser):
 def test_greedy_tokens_match_translate_py_on_held_out_sentences(run, node_results, browser):
     expected = run["expected"]
     for where, got in (("Node", node_results["translate"]), ("Chromium", browser["translate"])):
+        assert [g["tokens"] for g in got] == run["expected_tokens"], f"{where}: other tokens than greedy_decode's"
         texts = [g["text"] for g in got]
         wrong = [(s, t, e) for s, t, e in zip(run["held_out"], texts, expected, strict=True) if t != e]
         assert not wrong, (
@@ -412,9 +428,19 @@ def test_a_link_fills_the_box_and_translates_on_load(run, browser):
     )
     assert shown["msPerToken"] and shown["msPerToken"] > 0 and "ms per token" in shown["timing"], shown["timing"]
     assert len(shown["targetPieces"]) >= 1 and any("cross-attention" in s for s in shown["shapes"]), shown["shapes"]
+    assert shown["heatCaption"].startswith("cross-attention, layer 1, mean of 2 heads"), shown["heatCaption"]
     assert not shown["consoleErrors"] and not shown["pageErrors"], shown["consoleErrors"] + shown["pageErrors"]
     assert not shown["external"], f"the page asked the network for {shown['external']}"
     print(f"tiny page from file://: ready after {shown['loadMs']:.0f} ms; {shown['timing']}")
+
+
+def test_sentences_typed_into_the_box_come_out_as_translate_py_writes_them(run, browser):
+    typed = [shown["translation"] for shown in browser["typed"]]
+    assert typed == run["expected"][TYPED], (
+        f"typed into the page: {run['held_out'][TYPED]} (sample seed {run['seed']}); the page wrote {typed}, "
+        f"translate.py {run['expected'][TYPED]}"
+    )
+    assert all(shown["state"] == "done" and shown["msPerToken"] > 0 for shown in browser["typed"])
 
 
 def test_empty_text_asks_for_text(browser):

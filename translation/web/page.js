@@ -164,6 +164,7 @@
     const greedy = new WT.Greedy(model, source.ids); // runs the encoder
     const encoderMs = performance.now() - t0;
     let decoderMs = 0;
+    let turn = performance.now();
     page.last = { source, greedy };
     showEncoderShapes(source.ids.length);
     while (!greedy.done) {
@@ -177,9 +178,12 @@
       $('target-pieces').appendChild(target);
       showCrossRow(row, target);
       showStepShapes(greedy, piece);
-      scheduleDraw();
-      await pause($('slow').checked ? 300 : 0);
-      if (run !== page.runs) return;
+      // the browser gets a turn to draw every 16 ms (a frame), or after every token in slow motion
+      if ($('slow').checked || performance.now() - turn > 16) {
+        await pause($('slow').checked ? 300 : 0);
+        if (run !== page.runs) return;
+        turn = performance.now();
+      }
     }
     drawHeatmap();
     const steps = greedy.tokens.length - 1;
@@ -256,15 +260,19 @@
     for (const el of $('target-pieces').children) el.classList.toggle('active', el === target);
     geometry.row = row;
     scheduleDraw();
-    const saved = $('kind').value;
-    $('kind').value = 'cross';
-    const m = chosenMatrix();
-    $('kind').value = saved;
+    const H = page.model.H;
+    const weights = last.greedy.cross[Number($('layer').value)][row]; // (H, 1, S)
+    const S = weights.length / H;
+    const head = $('head').value;
+    const values = new Float32Array(S); // (S,): one head's row, or the heads' mean
+    for (let j = 0; j < S; j++) {
+      if (head !== 'mean') values[j] = weights[Number(head) * S + j];
+      else for (let h = 0; h < H; h++) values[j] += weights[h * S + j] / H;
+    }
+    const max = Math.max(...values);
     const chips = $('source-pieces').children;
-    let max = 0;
-    for (let j = 0; j < m.C; j++) max = Math.max(max, m.values[row * m.C + j]);
-    for (let j = 0; j < m.C; j++) {
-      const w = m.values[row * m.C + j];
+    for (let j = 0; j < S; j++) {
+      const w = values[j];
       chips[j].style.background = `rgba(0, 114, 178, ${max > 0 ? (0.8 * w) / max : 0})`;
       chips[j].title = `${chips[j].dataset.about} · cross-attention from "${target.textContent}": ${w.toFixed(3)}`;
     }
