@@ -177,16 +177,17 @@ experiment-ln: setup ## why warm-up: post-LN against pre-LN (stage 15) across wa
 	@$(PY) experiments/ln_warmup.py $(EXPERIMENT_ARGS)
 
 # --- the model in a browser (translation/web.py) -----------------------------
-# RUN (declared above) is the run whose averaged.pt the page runs: runs/numbers, which `make translate` trains when
-# it is missing, or RUN=runs/m30k (trained by `make translate-m30k`). HALF=1 stores the weights as float16.
+# RUN (declared above) is the run the page runs, its averaged.pt (else its latest checkpoint): runs/numbers, which
+# `make translate` trains when there is no such run yet, or RUN=runs/m30k (`make translate-m30k` trains it).
+# HALF=1 stores the weights as float16, half the size.
 WEB ?= web
 HALF ?=
 
 .PHONY: web
 
 web: setup ## the model as a page that translates offline in any browser: web/index.html (RUN=runs/m30k, HALF=1)
-	@if [ ! -f $(RUN)/averaged.pt ]; then \
+	@if [ ! -d $(RUN) ]; then \
 		if [ "$(RUN)" = "runs/numbers" ]; then $(MAKE) --no-print-directory translate; \
-		else echo "no $(RUN)/averaged.pt: train that run first (make translate-m30k for runs/m30k)" >&2; exit 2; fi; \
+		else echo "no run in $(RUN): train it first (make translate-m30k for runs/m30k)" >&2; exit 2; fi; \
 	fi
-	@$(PY) translate.py export-web $(RUN)/averaged.pt --out $(WEB) $(if $(HALF),--half)
+	@$(PY) translate.py export-web $(RUN) --out $(WEB) $(if $(HALF),--half)

@@ -6,7 +6,7 @@
 // A tensor here is a Float32Array in row-major order, and the comment beside it says its shape. Sums run in
 // JavaScript's float64 and are stored as float32, so the results sit within float32 rounding of PyTorch's.
 //
-// A classic script: it adds `Model`, `loadRun`, `greedy` and friends to the one global, WebTransformer.
+// A classic script: it adds `Model`, `Greedy`, `loadRun`, `translate` and friends to the one global, WebTransformer.
 (function (WT) {
   'use strict';
 
