@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import corpora  # noqa: E402
 import transformer as tf  # noqa: E402
 import translate as tr  # noqa: E402
+from translation import corpora, decoding  # noqa: E402
 
 FIGURES_DIR = Path(__file__).resolve().parent / "figures"
 PROG = "talk/figures.py"
@@ -56,7 +56,7 @@ PROG = "talk/figures.py"
 # default), so the figures show the model the audience sees learn. The pitfall curves need only the start
 # of training, where the bugs already show.
 DEMO_STEPS: int = inspect.signature(tf.train_toy_model).parameters["steps"].default
-TRANSLATE_STEPS: int = tr.DEFAULT_STEPS  # as many as `make translate` trains
+TRANSLATE_STEPS: int = tr.TrainSettings.steps  # as many as `make translate` trains
 AVERAGE_LAST, AVERAGE_EVERY = 5, 25  # as `make translate`: the last 5 checkpoints, 25 steps apart, averaged (§6.1)
 TRANSLATE_NUMBER = 342_719  # dreihundertzweiundvierzigtausendsiebenhundertneunzehn: units before tens, twice
 PITFALL_STEPS = 80
@@ -1011,7 +1011,7 @@ def translation_data(
             raise ValueError("translate.py average failed")
         _, _, model, tokenizer = tr.load_run(averaged)
         pairs = tr.read_tsv(Path(run) / "test.tsv")[:eval_examples]
-    source, target, cross = tr.cross_attention(model, tokenizer, corpora.german_number(number), beam=4, alpha=0.6)
+    source, target, cross = decoding.cross_attention(model, tokenizer, corpora.german_number(number), beam=4, alpha=0.6)
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
     scores = {
         name: tr.score(tr.translate_texts(model, tokenizer, sources, beam, 0.6), references)

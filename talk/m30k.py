@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 import translate as tr  # noqa: E402
 from transformer import OneLineParser  # noqa: E402
+from translation import decoding  # noqa: E402
 
 SNAPSHOT = TALK / "m30k.json"
 EXAMPLES = 4
@@ -43,7 +44,7 @@ def snapshot(run: Path, out: Path = SNAPSHOT, examples: int = EXAMPLES) -> dict:
     pairs = tr.read_tsv(run / "test.tsv")[:examples]
     sources = [s for s, _ in pairs]
     translations = tr.translate_texts(model, tokenizer, sources, beam=4, alpha=0.6)
-    source_pieces, target_pieces, cross = tr.cross_attention(model, tokenizer, sources[0], beam=4, alpha=0.6)
+    source_pieces, target_pieces, cross = decoding.cross_attention(model, tokenizer, sources[0], beam=4, alpha=0.6)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     validation = [
         {k: r[k] for k in ("step", "valid_bleu", "valid_looping", "valid_loop_example") if k in r}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import corpora
 import translate as tr
+from translation import corpora
 
 TEXTS = {"train.de": "Ein Hund läuft.\nZwei Katzen.\n", "train.en": "A dog runs.\nTwo cats.\n"}
 

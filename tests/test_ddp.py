@@ -30,8 +30,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import corpora
+import transformer as tf
 import translate as tr
+from translation import batches as tb
+from translation import corpora
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -265,9 +267,9 @@ def test_a_per_rank_mean_loss_gives_another_gradient_and_train_step_does_not(mon
     config = tr.TransformerConfig(40, 40, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)
     model = tr.Transformer(config).double()
     rng = random.Random(0)
-    rows = [tr.Example([rng.randint(4, 39) for _ in range(rng.randint(2, 9))] + [tr.EOS_ID], []) for _ in range(6)]
+    rows = [tb.Example([rng.randint(4, 39) for _ in range(rng.randint(2, 9))] + [tb.EOS_ID], []) for _ in range(6)]
     for row in rows:
-        row.tgt = [tr.BOS_ID, *(rng.randint(4, 39) for _ in range(rng.randint(1, 11))), tr.EOS_ID]
+        row.tgt = [tb.BOS_ID, *(rng.randint(4, 39) for _ in range(rng.randint(1, 11))), tb.EOS_ID]
     halves = [rows[0::2], rows[1::2]]
     counts = [sum(len(e.tgt) - 1 for e in half) for half in halves]
     assert counts[0] != counts[1], "the two halves must hold different numbers of target tokens"
@@ -279,7 +281,7 @@ def test_a_per_rank_mean_loss_gives_another_gradient_and_train_step_does_not(mon
 
     def mean_loss(examples):
         src, tgt = tr.collate(examples, torch.device("cpu"))  # (b, S), (b, T)
-        return tr.label_smoothed_loss(model(src, tgt[:, :-1]), tgt[:, 1:], config.label_smoothing, tr.PAD_ID)
+        return tf.label_smoothed_loss(model(src, tgt[:, :-1]), tgt[:, 1:], config.label_smoothing, tr.PAD_ID)
 
     whole = gradient(lambda: mean_loss(rows))
     per_rank_mean = sum(gradient(lambda h=h: mean_loss(h)) for h in halves) / 2  # what DDP makes of per-rank means

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import corpora
 import translate as tr
+from translation import batches as tb
+from translation import corpora
+from translation import decoding as td
 
 ROOT = Path(__file__).resolve().parent.parent
 # the last line of `translate.py evaluate` (and so of `make translate`), as the README quotes it
@@ -108,11 +110,11 @@ def test_line_aligned_files_pair_up_line_by_line(tmp_path):
 def test_shared_bpe_keeps_unicode_and_the_special_ids():
     texts = ["Straße über Äpfel", "café naïve résumé", "Ελληνικά και русский", "日本語のテキスト", "ﬁ ligature"] * 20
     tokenizer = tr.train_tokenizer(texts, 200)
-    assert [tokenizer.token_to_id(t) for t in (tr.PAD, tr.BOS, tr.EOS, tr.UNK)] == [0, 1, 2, 3]
+    assert [tokenizer.token_to_id(t) for t in (tb.PAD, tb.BOS, tb.EOS, tb.UNK)] == [0, 1, 2, 3]
     for text in texts[:4]:
         ids = tokenizer.encode(text).ids
-        assert tr.UNK not in tokenizer.encode(text).tokens, f"{text!r} lost characters to <unk>"
-        assert tr.decode(tokenizer, torch.tensor([tr.BOS_ID, *ids, tr.EOS_ID, tr.PAD_ID])) == text, text
+        assert tb.UNK not in tokenizer.encode(text).tokens, f"{text!r} lost characters to <unk>"
+        assert tb.decode(tokenizer, torch.tensor([tb.BOS_ID, *ids, tb.EOS_ID, tr.PAD_ID])) == text, text
 
 
 # -- batches by length ---------------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ def examples(n=400, seed=0):
     generator = torch.Generator().manual_seed(seed)
     src = torch.randint(2, 30, (n,), generator=generator)  # (n,)
     tgt = src + torch.randint(-2, 3, (n,), generator=generator)  # (n,): a translation is about as long
-    return [tr.Example([5] * s, [1] + [6] * t) for s, t in zip(src.tolist(), tgt.tolist(), strict=True)]
+    return [tb.Example([5] * s, [1] + [6] * t) for s, t in zip(src.tolist(), tgt.tolist(), strict=True)]
 
 
 def test_batches_respect_the_token_budget_and_cover_every_example_once():
@@ -362,7 +364,7 @@ def test_translate_reads_arguments_or_stdin_and_draws_the_alignment(numbers_run,
     assert tr.main(["translate", str(numbers_run), "dreihundertzweiundvierzig", "--plot", str(plot)]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("three hundred")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    source, target, weights = tr.cross_attention(
+    source, target, weights = td.cross_attention(
         tr.load_model(numbers_run), tr.load_tokenizer(numbers_run), "dreihundertzweiundvierzig", 1, 0.0
     )
     assert weights.shape == (len(target), len(source)) and torch.allclose(weights.sum(-1), torch.ones(len(target)))
@@ -447,10 +449,10 @@ def test_bad_runs_get_one_line_and_leave_the_run_directory_alone(tmp_path, numbe
         (["train", "--out", str(run), "--data", str(numbers_tsv / "train.tsv"), *TINY], "already holds a run"),
         (
             ["train", "--out", str(run), "--resume", "--d-model", "32", "--heads", "2"],
-            "checkpoint of another config: d_model=16 (asked 32)",
+            "was trained with --d-model 16, not 32",
         ),
         (["train", "--out", str(run), "--resume", "--batch-tokens", "999"], "was trained with --batch-tokens 600"),
-        (["train", "--out", str(run), "--resume", "--pool", "999"], f"was trained with --pool {tr.POOL}"),
+        (["train", "--out", str(run), "--resume", "--pool", "999"], f"was trained with --pool {tb.POOL}"),
         (["evaluate", str(tmp_path / "empty_run")], "no checkpoint in"),
         (["translate", str(tmp_path / "nowhere"), "eins"], "no such run directory or checkpoint file"),
         (["evaluate", str(tmp_path / "garbage.pt")], "garbage.pt: not a translate.py checkpoint"),
