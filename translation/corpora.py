@@ -130,6 +130,8 @@ def split_of(source: str) -> str:
 
 
 def read_lines(path: Path, may_be_empty: bool = False) -> list[str]:
+    if path.is_dir():
+        raise UserError(f"{path}: expected a file, found a folder")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # Excel and Notepad start UTF-8 files with a BOM
@@ -163,11 +165,13 @@ def read_tsv(path: Path, may_be_empty: bool = False) -> list[tuple[str, str]]:
 
 
 def read_parallel(src: Path, tgt: Path) -> list[tuple[str, str]]:
-    """Line i of src translates to line i of tgt."""
+    """Line i of src translates to line i of tgt. A tab inside a sentence becomes a space: a run keeps its splits as
+    TSV files, where a tab would split the sentence into two columns on resume."""
     sources, targets = read_lines(src), read_lines(tgt)
     if len(sources) != len(targets):
         raise UserError(f"{src} has {len(sources)} lines but {tgt} has {len(targets)}: they must be line-aligned")
-    return [(s.strip(), t.strip()) for s, t in zip(sources, targets, strict=True) if s.strip() and t.strip()]
+    pairs = zip(sources, targets, strict=True)
+    return [(s.replace("\t", " ").strip(), t.replace("\t", " ").strip()) for s, t in pairs if s.strip() and t.strip()]
 
 
 def read_pairs(data: str | None, src: str | None, tgt: str | None, what: str) -> list[tuple[str, str]] | None:

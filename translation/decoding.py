@@ -91,15 +91,16 @@ def cross_attention(model, tokenizer, text: str, beam: int, alpha: float) -> tup
     """The source pieces, the translation's pieces, and the last decoder layer's cross-attention averaged over its
     heads, (T, S), read off one teacher-forced pass over the translation the model wrote."""
     (src_ids,), _ = source_ids(tokenizer, [text], model.config.max_len)
-    src = torch.tensor([src_ids])  # (1, S)
+    device = next(model.parameters()).device
+    src = torch.tensor([src_ids], device=device)  # (1, S)
     out = decode_batch(model, src, beam, alpha)[0].tolist()
     out = out[: out.index(EOS_ID) + 1] if EOS_ID in out else out
     attention = model.decoder.layers[-1].cross_attn
     attention.keep_weights = True
     try:
         with torch.no_grad():
-            model(src, torch.tensor([out[:-1]]))
-        weights = attention.last_weights[0].mean(dim=0)  # (H, T, S) -> (T, S)
+            model(src, torch.tensor([out[:-1]], device=device))
+        weights = attention.last_weights[0].mean(dim=0).cpu()  # (H, T, S) -> (T, S)
     finally:
         attention.keep_weights, attention.last_weights = False, None
     pieces = lambda ids: [tokenizer.id_to_token(i) for i in ids]  # noqa: E731

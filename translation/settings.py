@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def writable_dir(path: str, flag: str) -> None:
         raise UserError(f"{flag} {path}: expected a folder, found a file")
     while not here.exists():
         here = here.parent
-    if not here.is_dir() or not os.access(here, os.W_OK | os.X_OK):
+    if not here.is_dir() or not can_write_in(here):
         raise UserError(f"{flag} {path}: {here} cannot be written")
 
 
@@ -87,8 +88,17 @@ def writable_file(path: str, flag: str) -> None:
     parent = here.parent
     if not parent.is_dir():
         raise UserError(f"{flag} {path}: no such folder {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK) or (here.exists() and not os.access(here, os.W_OK)):
+    if not can_write_in(parent) or (here.exists() and not os.access(here, os.W_OK)):
         raise UserError(f"{flag} {path}: cannot be written")
+
+
+def can_write_in(folder: Path) -> bool:
+    """Tried, not asked: os.access says yes to root on a read-only file system, or in /proc."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 # -----------------------------------------------------------------------------
