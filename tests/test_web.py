@@ -410,7 +410,7 @@ def test_a_tokenizer_the_page_cannot_read_is_refused_by_name(run, node_results, 
     # and export_web says so before it writes anything
     meta, states = tr.load_checkpoint(run["checkpoint"])
     tr.save_checkpoint(tmp_path / "odd.pt", meta | {"tokenizer": json.dumps(spec)}, states)
-    with pytest.raises(web.PageError, match="pre_tokenizer"):
+    with pytest.raises(tr.UserError, match="pre_tokenizer"):
         web.export_web(tmp_path / "odd.pt", tmp_path / "page")
     assert not (tmp_path / "page").exists()
 
@@ -514,12 +514,12 @@ def test_the_page_is_self_contained_classic_scripts(run):
 
 def test_export_refuses_to_write_into_a_folder_that_is_not_a_page(run, tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(web.PageError, match="not a page"):
+    with pytest.raises(tr.UserError, match="not a page"):
         web.export_web(run["checkpoint"], tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
-def test_translate_py_export_web_writes_the_page_of_a_run(run, tmp_path):
+def test_translate_py_export_web_writes_the_page_of_a_run(run, tmp_path, capsys):
     if "export-web" not in (ROOT / "translate.py").read_text(encoding="utf-8"):
         pytest.skip("translate.py has no export-web command yet")
     out = tmp_path / "page"
@@ -528,3 +528,9 @@ def test_translate_py_export_web_writes_the_page_of_a_run(run, tmp_path):
     assert run["checkpoint"].name in weights, "a run directory without averaged.pt means its latest checkpoint"
     assert (out / "weights.js").read_bytes() == (run["page"] / "weights.js").read_bytes()
     shutil.rmtree(out)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    capsys.readouterr()
+    assert tr.main(["export-web", str(run["dir"]), "--out", str(tmp_path / "mine")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a page" in err, f"expected one line saying why: {err!r}"

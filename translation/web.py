@@ -121,10 +121,19 @@ def write_page_files(out: Path) -> None:
 def export_web(checkpoint: str | Path, out: Path, half: bool = False) -> dict:
     """Write the page for a checkpoint file (or a run directory: its latest checkpoint) to the folder out:
     index.html, style.css, bpe.js, transformer.js, page.js and weights.js. half=True stores the weights as float16,
-    half the size; the page computes in float32 either way. Returns what was written."""
-    from translate import load_run  # here, not at the top: translate.py imports this module for export-web
+    half the size; the page computes in float32 either way. Returns what was written. A checkpoint the page cannot
+    run, or an out that is not a page, raises translate.py's UserError (one line on the command line)."""
+    from translate import UserError  # here, not at the top: translate.py imports this module for export-web
 
-    out = Path(out)
+    try:
+        return write_page(checkpoint, Path(out), half)
+    except PageError as error:
+        raise UserError(str(error)) from None
+
+
+def write_page(checkpoint: str | Path, out: Path, half: bool) -> dict:
+    from translate import load_run
+
     if out.exists() and any(out.iterdir()) and not (out / "index.html").is_file():
         raise PageError(f"{out} exists and is not a page written before; not writing into it")
     path, meta, model, tokenizer = load_run(checkpoint)
