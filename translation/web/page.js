@@ -78,7 +78,7 @@
       `(${WT.run.dtype}, ${megabytes} MB) · ready ${Math.round(WT.loadMs)} ms after the page began to load`;
     fillSelect($('layer'), Array.from({ length: c.n_layers }, (_, l) => [l, `layer ${l + 1} of ${c.n_layers}`]), c.n_layers - 1);
     fillSelect($('head'), [['mean', `mean of ${c.n_heads} heads`], ...Array.from({ length: c.n_heads }, (_, h) => [h, `head ${h + 1}`])], 'mean');
-    for (const id of ['kind', 'layer', 'head']) $(id).addEventListener('change', () => drawHeatmap());
+    for (const id of ['kind', 'layer', 'head']) $(id).addEventListener('change', () => redrawAttention());
     $('go').disabled = false;
     $('go').addEventListener('click', () => translateBox());
     $('source').addEventListener('keydown', (event) => {
@@ -110,7 +110,7 @@
   }
 
   // -------------------------------------------------------------------------------------------------------------
-  // Translating, one token per turn of the event loop so the page can draw it
+  // Translating, token by token, with a turn for the browser to draw them every frame
   // -------------------------------------------------------------------------------------------------------------
 
   function chip(piece, className, title) {
@@ -279,6 +279,13 @@
   }
 
   const geometry = { left: 0, top: 0, cell: 0, m: null, row: null };
+
+  // another layer, head or kind chosen: the heat map, and the source shaded for the piece last pointed at
+  function redrawAttention() {
+    const active = $('target-pieces').querySelector('.active');
+    if (active && geometry.row !== null) showCrossRow(geometry.row, active);
+    drawHeatmap();
+  }
 
   function blue(w) {
     // white (0) to dark blue (1), like matplotlib's Blues
