@@ -132,11 +132,8 @@ translate-ddp: setup ## the same numbers task data-parallel: torchrun starts NPR
 M30K ?=
 M30K_DATA ?= data/multi30k
 RUN_M30K ?= runs/m30k
-# The recipe (README, "A real language"): a number of steps, not a time budget, so a slower laptop trains the same
-# model, later. Decoding choices were made on val; the training ones are the issue's starting point plus dropout.
-M30K_MODEL := --d-model 256 --heads 8 --layers 3 --d-ff 512 --dropout 0.1 --vocab-size 8000
-M30K_RECIPE := $(M30K_MODEL) --batch-tokens 3000 --pool 64 --warmup 800 --lr-factor 0.5 --steps 1800 --precision bf16 \
-	--save-every 100 --keep 5 --eval-every 500 --bpe-pairs 29000
+# The recipe is translate.py's RECIPES["m30k"] (README, "A real language", has the validation runs that chose it): a
+# number of steps, not a time budget, so a slower laptop trains the same model, later.
 M30K_SPLITS = --src $(M30K_DATA)/train.de --tgt $(M30K_DATA)/train.en --valid $(M30K_DATA)/val.de $(M30K_DATA)/val.en \
 	--test $(M30K_DATA)/test2016.de $(M30K_DATA)/test2016.en
 
@@ -146,8 +143,10 @@ fetch-m30k: setup ## fetch Multi30k into data/multi30k, checked against pinned S
 	@$(PY) translate.py fetch multi30k --out $(M30K_DATA) $(if $(M30K),--from $(M30K))
 
 translate-m30k: fetch-m30k ## train German->English on Multi30k on the CPU, average, BLEU on test2016 (beam 4)
-	@rm -rf $(RUN_M30K)
-	@$(PY) translate.py train --out $(RUN_M30K) $(M30K_SPLITS) $(M30K_RECIPE) $(TRANSLATE_ARGS)
+	@if [ -n "$$(ls $(RUN_M30K)/checkpoints 2>/dev/null)" ] && ! echo "$(TRANSLATE_ARGS)" | grep -q -- --resume; then \
+		echo "$(RUN_M30K) already holds a run: make translate-m30k RUN_M30K=runs/m30k-2 trains another," \
+			"TRANSLATE_ARGS=--resume continues it, rm -r $(RUN_M30K) starts afresh" >&2; exit 2; fi
+	@$(PY) translate.py train --out $(RUN_M30K) --recipe m30k $(M30K_SPLITS) $(TRANSLATE_ARGS)
 	@$(PY) translate.py average $(RUN_M30K) --last 5 --out $(RUN_M30K)/averaged.pt
 	@$(PY) translate.py evaluate $(RUN_M30K)/averaged.pt --beam 4 --examples 10 --json $(RUN_M30K)/test2016.json \
 		--title "Multi30k test2016 de→en"

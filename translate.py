@@ -23,9 +23,7 @@ status 2, and leaves what is already in the run directory alone. A bug of ours s
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -34,8 +32,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from torch import Tensor
 
 from transformer import Transformer, TransformerConfig, learning_rate, make_optimizer
@@ -63,7 +59,8 @@ from translation.checkpoints import (
 from translation.corpora import UserError, fetch_multi30k, numbers_task, read_pairs, read_tsv, split_of, write_tsv
 from translation.decoding import loops, plot_alignment, score, source_ids, translate_texts
 from translation.precision import autocast, choose_precision, decoding_precision, fuse_adam, loss_logits
-from translation.processes import Processes, agree, all_sum, device_named, start_processes
+from translation.processes import Processes, agree, all_sum, catching_ctrl_c, device_named, start_processes
+from translation.reporting import Metrics, duration, evaluation_report, summary, training_bar
 from translation.settings import (
     AverageSettings,
     DecodeSettings,
@@ -71,11 +68,11 @@ from translation.settings import (
     FetchSettings,
     TrainSettings,
     parse_command_line,
+    stored_settings,
 )
 
 __all__ = ["load_model", "load_tokenizer", "load_run", "main"]  # the API the README documents
 PROG = "translate.py"
-LEGACY_POOL = 8  # what checkpoints written before --pool existed were batched with
 UNKNOWN_WARNING = 0.001  # a share of <unk> pieces above this (1 in 1,000) gets a warning
 
 # Named sets of settings: `--recipe m30k` is these flags; a flag given beside it wins. The README's table of
@@ -186,18 +183,6 @@ def model_config(settings: TrainSettings, vocab_size: int) -> TransformerConfig:
         return TransformerConfig(vocab_size, vocab_size, **settings.model_config())
     except ValueError as error:  # d_model not divisible by h, and the like
         raise UserError(str(error)) from None
-
-
-def stored_settings(meta: dict) -> dict:
-    """The settings a checkpoint was trained with; older checkpoints kept only some of them."""
-    if "settings" in meta:
-        return meta["settings"]
-    legacy = {k: meta["config"][k] for k in (*TrainSettings.MODEL, "lr_factor") if k in meta["config"]}
-    return (
-        legacy
-        | {"seed": meta["seed"], "dtype": meta["dtype"], "batch_tokens": meta.get("batch_tokens")}
-        | {"pool": meta.get("pool", LEGACY_POOL)}
-    )
 
 
 def start_run(settings: TrainSettings, procs: Processes) -> Run:
@@ -347,52 +332,13 @@ def precision_for(settings: TrainSettings, device: torch.device, say) -> str:
     return precision
 
 
-class Metrics:
-    """metrics.jsonl, one JSON record a line, written by rank 0 and flushed at once (a killed run keeps them)."""
-
-    def __init__(self, path: Path, master: bool):
-        self.file = open(path, "a", encoding="utf-8") if master else None
-
-    def log(self, record: dict, final: bool = False) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-            if final:
-                self.file.close()
-
-
-class StopFlag:
-    asked = False
-
-
-class catching_ctrl_c:
-    """Ctrl-C only raises a flag, and training stops between two steps: an interrupt inside a step would save the
-    weights of one step under the number of the step before. The handler found is put back afterwards."""
-
-    def __init__(self, procs: Processes):
-        self.procs, self.flag = procs, StopFlag()
-
-    def __enter__(self) -> StopFlag:
-        self.previous = signal.signal(signal.SIGINT, self.ask)
-        return self.flag
-
-    def ask(self, signum, frame) -> None:
-        self.flag.asked = True
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.previous)
-        if self.flag.asked and self.procs.world > 1:
-            # torchrun's agent passes a Ctrl-C on as a second SIGINT: the save must not be cut short by that echo
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def train_loop(run: Run, parts, examples, valid_examples, procs, device, metrics: Metrics, stop, console) -> dict:
     """Steps until run.step reaches --steps or Ctrl-C: a global batch, its share for this rank, one step; metrics,
     validation and checkpoints on their schedules. Returns what the closing table reports."""
     s, (model, trained, optimizer, scheduler) = run.settings, parts
     batches = length_batches(examples, s.batch_tokens, s.seed, run.epoch, procs.world, s.pool)
     report = {"seconds": 0.0, "tokens": 0, "padding": [], "interrupted": False}
-    with training_bar(console, procs, s.steps, run.step) as (bar, update):
+    with training_bar(console, procs.master, s.steps, run.step) as (bar, update):
         while run.step < s.steps:
             if all_sum(torch.tensor([float(stop.asked)], device=device), procs).item() > 0:
                 report["interrupted"] = True  # every rank stops at the same step
@@ -430,31 +376,6 @@ def train_loop(run: Run, parts, examples, valid_examples, procs, device, metrics
             if s.save_every and run.step % s.save_every == 0 and run.step < s.steps:
                 save(run, model, optimizer, scheduler, procs, device)
     return report
-
-
-def training_bar(console: Console, procs: Processes, steps: int, done: int):
-    """rich's bar with the loss, the rate and tokens per second, on rank 0 only; yields (bar, update)."""
-    progress = Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}  {task.fields[tps]:,.0f} tok/s"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not procs.master,
-    )
-
-    @contextlib.contextmanager
-    def shown():
-        with progress:
-            bar = progress.add_task("train", total=steps, completed=done, loss=float("nan"), lr=0.0, tps=0.0)
-
-            def update(step: int, loss: float, lr: float, tps: float) -> None:
-                progress.update(bar, completed=step, loss=loss, lr=lr, tps=tps)
-
-            yield bar, update
-
-    return shown()
 
 
 def train_step(trained, config: TransformerConfig, src: Tensor, tgt: Tensor, optimizer, scheduler, procs, precision):
@@ -525,32 +446,9 @@ def validation(run: Run, model, examples, device, procs: Processes, metrics: Met
         )
 
 
-def summary(title: str, report: dict, last_valid: dict, path: Path) -> Table:
-    """The table a finished run ends with."""
-    table = Table(title=title)
-    table.add_column("")
-    table.add_column("", justify="right")
-    seconds, padding = report["seconds"], report["padding"]
-    rows = [
-        ("training time this run", f"{seconds:.1f} s"),
-        ("tokens per second", f"{report['tokens'] / max(seconds, 1e-9):,.0f}"),
-        ("padding share of a batch (mean)", f"{100 * sum(padding) / max(len(padding), 1):.1f}%"),
-        ("validation loss", f"{last_valid['valid_loss']:.3f}" if last_valid else "no validation pairs"),
-        ("validation BLEU (greedy)", f"{last_valid['valid_bleu']:.1f}" if last_valid else "no validation pairs"),
-        ("checkpoint", str(path)),
-    ]
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
 # -----------------------------------------------------------------------------
 # evaluate, translate, average, fetch, export-web
 # -----------------------------------------------------------------------------
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 def load_for_decoding(settings: DecodeSettings):
@@ -577,18 +475,9 @@ def evaluate(settings: DecodeSettings, console: Console) -> int:
         hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], settings.beam, settings.alpha)
     seconds = time.perf_counter() - start
     result = score(hypotheses, [t for _, t in pairs])
-    table = Table(title=f"held-out examples ({path.name}, beam {settings.beam})")
-    for column in ("source", "reference", "translation", ""):
-        table.add_column(column)
-    for (s, t), h in list(zip(pairs, hypotheses, strict=True))[: settings.examples]:
-        table.add_row(s, t, h, "[green]✓[/]" if h == t else "[red]✗[/]")
-    console.print(table)
-    console.print(f"sacreBLEU {result['bleu_signature']}")
-    console.print(f"sacreBLEU lowercased {result['bleu_lowercase_signature']}")
-    console.print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
-    if result["bleu_meaningless"]:
-        console.print("[yellow]most references are one word: BLEU counts word 4-grams, so read chrF and exact match[/]")
-    console.print(f"decoded {result['n']} sentences in {seconds:.1f} s; {result['looping']} of them loop", style="dim")
+    shown = list(zip(pairs, hypotheses, strict=True))[: settings.examples]
+    title = f"held-out examples ({path.name}, beam {settings.beam})"
+    evaluation_report(console, title, shown, result, seconds)
     console.print(
         (f"{settings.title}: " if settings.title else "")
         + f"BLEU {result['bleu']:.1f} (sacreBLEU, cased), {result['bleu_lowercase']:.1f} lowercased, "

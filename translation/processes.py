@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -86,3 +87,28 @@ def agree(procs: Processes, what: str, *parts) -> None:
         raise UserError(
             f"rank {odd[0]} disagrees with rank 0 on {what}: every node must see the same data and run directory"
         )
+
+
+class StopFlag:
+    asked = False
+
+
+class catching_ctrl_c:
+    """Ctrl-C only raises a flag, and training stops between two steps: an interrupt inside a step would save the
+    weights of one step under the number of the step before. The handler found is put back afterwards."""
+
+    def __init__(self, procs: Processes):
+        self.procs, self.flag = procs, StopFlag()
+
+    def __enter__(self) -> StopFlag:
+        self.previous = signal.signal(signal.SIGINT, self.ask)
+        return self.flag
+
+    def ask(self, signum, frame) -> None:
+        self.flag.asked = True
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+        if self.flag.asked and self.procs.world > 1:
+            # torchrun's agent passes a Ctrl-C on as a second SIGINT: the save must not be cut short by that echo
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -296,6 +296,20 @@ class TrainSettings(Settings):
         return replace(self, **kept)
 
 
+def stored_settings(meta: dict) -> dict:
+    """The settings a checkpoint was trained with; older checkpoints kept only some of them."""
+    if "settings" in meta:
+        return meta["settings"]
+    legacy = {k: meta["config"][k] for k in (*TrainSettings.MODEL, "lr_factor") if k in meta["config"]}
+    # 8: the pool of checkpoints written before --pool existed
+    return legacy | {
+        "seed": meta["seed"],
+        "dtype": meta["dtype"],
+        "batch_tokens": meta.get("batch_tokens"),
+        "pool": meta.get("pool", 8),
+    }
+
+
 def shown(value) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(map(str, value))
