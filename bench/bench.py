@@ -448,7 +448,7 @@ def measure_precision(plan: Plan, device: torch.device, advance: Callable[[], No
         bf16_diff[label] = ((logits - reference).norm() / reference.norm()).item()
     steps = {}
     for label, model in models.items():
-        for precision in translate.PRECISIONS:
+        for precision in ("fp32", "bf16"):
             twin = copy.deepcopy(model).train()  # each its own weights and Adam: they all start from the same ones
             optimizer, scheduler = tf.make_optimizer(twin, config, amsgrad=True)  # as translate.py trains
             translate.fuse_adam(optimizer, precision == "bf16")
@@ -482,6 +482,28 @@ def measure_precision(plan: Plan, device: torch.device, advance: Callable[[], No
         label: record["gflops"][label] / peak["gflops"]["bfloat16" if label.endswith("bf16") else "float32"]
         for label in record["gflops"]
     }
+    advance()
+    return record
+
+
+def measure_loss(plan: Plan, device: torch.device, advance: Callable[[], None]) -> dict:
+    """The label-smoothed loss and its gradient at the precision rows' size: transformer.py's, which builds the
+    smoothed target q (B*T, V), against translate.py's closed form, which builds no q, taking turns."""
+    overrides, batch, length = plan.precision_size
+    vocab = overrides["tgt_vocab_size"]
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch, length, vocab, generator=generator).to(device).requires_grad_()  # (B, T, V)
+    target = torch.randint(1, vocab, (batch, length), generator=generator).to(device)  # (B, T): no padding
+
+    def with_q():
+        tf.label_smoothed_loss(logits, target, 0.1, 0).backward()
+
+    def closed_form():
+        (translate.smoothed_loss_sum(logits, target, 0.1, 0) / target.numel()).backward()
+
+    times = take_turns({"with_q": with_q, "closed_form": closed_form}, plan.warmup, plan.repeats, device)
+    record = {"batch": batch, "length": length, "vocab": vocab}
+    record |= summarise(times, {"with_q/closed_form": ("with_q", "closed_form")})
     advance()
     return record
 
@@ -663,6 +685,13 @@ def print_tables(results: dict, console: Console) -> None:
         f"bf16 over fp32, ours: {p['ratio']['ours_fp32/ours_bf16']:.2f}x faster; ours / nn.Transformer: "
         f"{p['ratio']['ours_fp32/torch_fp32']:.2f} in float32, {p['ratio']['ours_bf16/torch_bf16']:.2f} in bfloat16"
     )
+    loss = results.get("loss")
+    if loss:
+        console.print(
+            f"label-smoothed loss and its gradient over {loss['batch']} x {loss['length']} tokens, V = {loss['vocab']}: "
+            f"with q {1e3 * loss['median_s']['with_q']:.1f} ms, closed form {1e3 * loss['median_s']['closed_form']:.1f} "
+            f"ms ({loss['ratio']['with_q/closed_form']:.2f}x)"
+        )
 
     if results["goals"]:
         table = Table(title="goals (measured, not asserted)")
@@ -734,7 +763,7 @@ def run(plan: Plan, out_dir: Path, device: torch.device, console: Console) -> di
         "meta": machine_info(device) | {"quick": plan.quick, "warmup": plan.warmup, "repeats": plan.repeats}
     }
     results["meta"]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    total = 2 * len(plan.model_sizes) + len(plan.attention_lengths) + len(plan.decode_lengths) + 2
+    total = 2 * len(plan.model_sizes) + len(plan.attention_lengths) + len(plan.decode_lengths) + 3
     progress = Progress(
         TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
@@ -750,6 +779,7 @@ def run(plan: Plan, out_dir: Path, device: torch.device, console: Console) -> di
         results["decoding"] = measure_decoding(plan, device, step("greedy decoding"))
         results["demo_training"] = measure_demo_training(plan, step("demo training to 99%"))
         results["precision"] = measure_precision(plan, device, step("float32 and bfloat16 steps"))
+        results["loss"] = measure_loss(plan, device, step("label-smoothed loss"))
     results["meta"]["seconds"] = time.perf_counter() - start
     results["meta"]["load_average"] = {"before": load_before, "after": os.getloadavg() if load_before else None}
     results["goals"] = goals(results)
