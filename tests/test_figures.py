@@ -62,6 +62,17 @@ def test_figure_is_a_png_of_slide_size(written, name):
     assert pixels[..., :3].std() > 0.05, f"{path.name} is (nearly) blank"
 
 
+@pytest.mark.parametrize("name", CHEAP + TRAINED)
+def test_no_figure_is_cut_at_its_edges(written, name):
+    """Constrained layout keeps everything it places 4 px inside the figure, but not a suptitle (or label) too
+    wide to fit: that runs off the edge and the slide shows it cut. The outermost pixels must be background."""
+    pixels = matplotlib.image.imread(written[name])[..., :3]  # (H, W, 3) in [0, 1]
+    ink = (pixels < 0.9).any(axis=-1)  # (H, W): anything drawn on the white background
+    edges = {"top": ink[:2].any(), "bottom": ink[-2:].any(), "left": ink[:, :2].any(), "right": ink[:, -2:].any()}
+    cut = [side for side, touched in edges.items() if touched]
+    assert not cut, f"{name}.png is drawn up to its {' and '.join(cut)} edge: a title or label is cut off there"
+
+
 def test_unknown_figure_name_is_refused_with_the_list(tmp_path):
     with pytest.raises(ValueError, match="no figure named 'mask'.*masks, positional_encoding"):
         figures.generate(["mask"], tmp_path)
