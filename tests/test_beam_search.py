@@ -38,6 +38,14 @@ def strip(row):
     return row[: row.index(EOS) + 1] if EOS in row[1:] else row
 
 
+def trimmed(row):
+    """The tokens up to the first EOS, or, for an answer cut off at its max_len, without the padding after it."""
+    tokens = strip(row)
+    while tokens[-1] == PAD:
+        tokens.pop()
+    return tokens
+
+
 def sources(n=6, seed=0):
     generator = torch.Generator().manual_seed(seed)
     src = torch.randint(3, 11, (n, 7), generator=generator)  # (n, S)
@@ -61,6 +69,37 @@ def test_beam_of_one_is_greedy_decoding(tf, seed):
     greedy = tf.greedy_decode(model, src, max_len=12, bos_id=BOS, eos_id=EOS)
     beam = tf.beam_search(model, src, max_len=12, bos_id=BOS, eos_id=EOS, beam_size=1)
     assert torch.equal(beam, greedy), "beam search with one hypothesis must be greedy decoding, token for token"
+
+
+def ender(tf, seed, src):
+    """A random model with its output layer untied from the embedding, so that it does not just repeat its last
+    token, and an end token that its greedy answers to src first write at the most different steps."""
+    model = make_model(tf, seed=seed)
+    V, D = model.config.tgt_vocab_size, model.config.d_model
+    weight = torch.randn(V, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)  # (V, D)
+    model.generator.weight = torch.nn.Parameter(weight)
+    free = tf.greedy_decode(model, src, max_len=12, bos_id=BOS)  # (B, 13), no end token
+
+    def first_steps(token):
+        return {row.tolist().index(token) if token in row.tolist() else None for row in free[:, 1:]}
+
+    return model, max(range(3, V), key=lambda token: (len(first_steps(token)), -token))
+
+
+@pytest.mark.stage(12)
+@pytest.mark.parametrize("alpha", [0.6, 2.0], ids=lambda a: f"alpha={a}")
+@pytest.mark.parametrize("seed", [3, 5])
+def test_beam_of_one_is_greedy_decoding_when_answers_end_at_different_steps(tf, seed, alpha):
+    src = sources(seed=seed)
+    model, eos = ender(tf, seed, src)
+    greedy = tf.greedy_decode(model, src, max_len=12, bos_id=BOS, eos_id=eos)
+    ends = {row.tolist()[1:].index(eos) if eos in row.tolist()[1:] else None for row in greedy}
+    assert len(ends) >= 3, f"test setup: the answers should end at several different steps, {ends}"
+    beam = tf.beam_search(model, src, max_len=12, bos_id=BOS, eos_id=eos, beam_size=1, alpha=alpha)
+    assert torch.equal(beam, greedy), (
+        f"beam search with one hypothesis wrote\n{beam}\ninstead of greedy decoding's\n{greedy}\n(end token {eos}): "
+        "its one hypothesis must finish only when it is the best candidate, and then decide the sentence"
+    )
 
 
 @pytest.mark.stage(12)
@@ -101,46 +140,50 @@ def test_a_beam_as_wide_as_the_vocabulary_finds_the_best_answer_of_two_tokens(tf
 
 
 def reference_beam_search(tf, model, src_row, max_len, beam_size, alpha):
-    """Beam search written plainly, one sentence, Python lists, every step to max_len (no early stop):
-    hypotheses are (tokens, log P, finished); a finished one only extends by padding, at no cost."""
-    beams = [((BOS,), 0.0, False)]
-    for _ in range(max_len):
+    """Beam search written plainly, one sentence, Python lists, no early stop. K = beam_size live hypotheses
+    (tokens, log P); each step extends every one by every token. Of these candidates, those among the best K
+    that end in EOS finish, and the best K that do not end live on. The search ends once K have finished, or at
+    max_len, where the live ones are cut off and count as answers too; the answer is the best of all by
+    log P / lp, |Y| counting the tokens after BOS (the first on a tie)."""
+    live, answers, n_finished = [((BOS,), 0.0)], [], 0
+    for t in range(1, max_len + 1):
         candidates = []
-        for tokens, log_p, done in beams:
-            if done:
-                candidates.append((tokens + (PAD,), log_p, True))
-                continue
+        for tokens, log_p in live:
             next_log_p = decoder_log_probs(tf, model, src_row, torch.tensor([tokens]))[0, -1]  # (V,)
-            for token, extra in enumerate(next_log_p.tolist()):
-                candidates.append((tokens + (token,), log_p + extra, token == EOS))
-
-        def ranked(hypothesis):
-            tokens, log_p, _ = hypothesis
-            written = tokens[1:].index(EOS) + 1 if EOS in tokens[1:] else len(tokens) - 1
-            return log_p / ((5 + written) / 6) ** alpha
-
-        beams = sorted(candidates, key=ranked, reverse=True)[:beam_size]
-    return list(beams[0][0])
+            candidates += [(tokens + (token,), log_p + extra) for token, extra in enumerate(next_log_p.tolist())]
+        candidates.sort(key=lambda c: c[1], reverse=True)  # all have t tokens: log P ranks them as log P / lp
+        finished = [c for c in candidates[:beam_size] if c[0][-1] == EOS]
+        live = [c for c in candidates if c[0][-1] != EOS][:beam_size]
+        answers += finished + (live if t == max_len else [])
+        n_finished += len(finished)
+        if n_finished >= beam_size:
+            break
+    tokens, _ = max(answers, key=lambda a: a[1] / ((5 + len(a[0]) - 1) / 6) ** alpha)
+    return list(tokens)
 
 
 @pytest.mark.stage(12)
-@pytest.mark.parametrize("seed", [11, 13])
-def test_stopping_early_never_changes_the_answer(tf, seed):
-    # The reference runs every step; ours stops once no live hypothesis can overtake the best finished one.
+@pytest.mark.parametrize("caps", ["one", "each"], ids=["one-max_len", "a-max_len-each"])
+@pytest.mark.parametrize("seed", [1, 13])
+def test_stopping_early_never_changes_the_answer(tf, seed, caps):
+    # The reference runs every step; ours stops a sentence once no live hypothesis can overtake its best answer.
     # alpha = 2 favours long answers, so a hypothesis that is behind when the first one finishes can still win
-    # (these seeds have such sentences: stopping when the best hypothesis finishes gets them wrong).
+    # (these seeds have such sentences: stopping when the best hypothesis finishes gets them wrong, and so does
+    # a bound computed with lp(t) instead of lp(max_len), or in a batch with the lp of the shortest max_len).
     model, src = make_model(tf, seed=seed), sources(n=4, seed=seed)
-    batch = tf.beam_search(model, src, max_len=6, bos_id=BOS, eos_id=EOS, beam_size=3, alpha=2.0)
+    lengths = (src != PAD).sum(dim=1)  # (4,): 7, 4, 2, 6
+    max_len = torch.full_like(lengths, 8) if caps == "one" else lengths + 1  # (4,): 8 each, or 8, 5, 3, 7
+    settings = dict(bos_id=BOS, eos_id=EOS, beam_size=3, alpha=2.0)
+    batch = tf.beam_search(model, src, 8 if caps == "one" else max_len, **settings)
     for i in range(src.size(0)):
-        expected = strip(torch.tensor(reference_beam_search(tf, model, src[i], 6, 3, alpha=2.0)))
-        length = int((src[i] != PAD).sum())
-        alone = tf.beam_search(
-            model, src[i : i + 1, :length], max_len=6, bos_id=BOS, eos_id=EOS, beam_size=3, alpha=2.0
-        )
-        for how, got in (("alone", strip(alone[0])), ("in the batch", strip(batch[i]))):
+        cap = int(max_len[i])
+        expected = trimmed(torch.tensor(reference_beam_search(tf, model, src[i], cap, 3, alpha=2.0)))
+        alone = tf.beam_search(model, src[i : i + 1, : int(lengths[i])], cap, **settings)
+        for how, got in (("alone", trimmed(alone[0])), ("in the batch", trimmed(batch[i]))):
             assert got == expected, (
-                f"sentence {i} {how}: ours {got}, a beam search run to max_len {expected}: "
-                "the search stopped before a live hypothesis could overtake the best finished one"
+                f"sentence {i} {how}, max_len {cap}: ours {got}, a plain beam search that keeps 3 live hypotheses "
+                f"and runs to max_len {expected}: the search stopped before a live hypothesis could overtake the "
+                "best answer, or it did not keep K live hypotheses as others finished"
             )
 
 
@@ -172,3 +215,84 @@ def test_beam_search_rejects_bad_settings(tf, kwargs, words):
     model = make_model(tf)
     with pytest.raises(ValueError, match=words):
         tf.beam_search(model, SRC, bos_id=BOS, eos_id=EOS, **kwargs)
+
+
+# -- a max_len per sentence -----------------------------------------------------------------------------------
+
+
+def looping_model(tf, seed):
+    """A random model that never writes EOS (its output layer gets a bias of -100 there, and on padding), so
+    every answer runs to its max_len, as the answers of a model that has not learnt to stop loop until cut off."""
+    model = make_model(tf, seed=seed)
+    generator = torch.nn.Linear(model.config.d_model, model.config.tgt_vocab_size).double()
+    with torch.no_grad():
+        generator.weight = model.generator.weight  # still tied to the embedding
+        generator.bias.zero_()
+        generator.bias[[EOS, PAD]] = -100.0
+    model.generator = generator
+    return model
+
+
+def short_beside_long(seed):
+    """A source of 2 tokens beside one of 14, and each one's own max_len, 2 * length + 10 within the model's 32
+    positions: 14 and 31. One cap for the batch, from its padded width, would give the short one 31 too."""
+    src = torch.randint(3, 11, (2, 14), generator=torch.Generator().manual_seed(seed))  # (2, S)
+    src[0, 2:] = PAD
+    lengths = (src != PAD).sum(dim=1)  # (2,)
+    return src, (2 * lengths + 10).clamp(max=31)  # (2,)
+
+
+def decoder(tf, beam):
+    if beam == 1:
+        return lambda model, src, max_len: tf.greedy_decode(model, src, max_len, bos_id=BOS, eos_id=EOS)
+    return lambda model, src, max_len: tf.beam_search(model, src, max_len, bos_id=BOS, eos_id=EOS, beam_size=beam)
+
+
+@pytest.mark.stage(12)
+@pytest.mark.parametrize("beam", [1, 3], ids=["greedy", "beam3"])
+def test_with_its_own_max_len_a_looping_answer_is_the_same_beside_a_much_longer_sentence(tf, beam):
+    model, (src, max_len) = looping_model(tf, 6), short_beside_long(seed=6)
+    decode = decoder(tf, beam)
+    batch = decode(model, src, max_len)
+    written = [len(trimmed(row)) - 1 for row in batch]
+    assert written == max_len.tolist(), (
+        f"the answers wrote {written} tokens: a model that never writes EOS must be cut off at each sentence's own "
+        f"max_len, {max_len.tolist()}"
+    )
+    for i in range(2):
+        length = int((src[i] != PAD).sum())
+        alone = decode(model, src[i : i + 1, :length], int(max_len[i]))
+        assert trimmed(alone[0]) == trimmed(batch[i]), (
+            f"sentence {i} with max_len {int(max_len[i])}: alone {trimmed(alone[0])}, beside a sentence of another "
+            f"length {trimmed(batch[i])}: a max_len per sentence must cut each answer off at its own"
+        )
+    shared = decode(model, src, int(max_len.max()))
+    assert len(trimmed(shared[0])) > len(trimmed(batch[0])), "test setup: one max_len for the batch should change one"
+
+
+@pytest.mark.stage(12)
+@pytest.mark.parametrize("beam", [1, 3], ids=["greedy", "beam3"])
+def test_an_int_max_len_is_the_same_cap_for_every_sentence(tf, beam):
+    model, src = long_talker(tf, 7), sources(seed=7)
+    decode = decoder(tf, beam)
+    one = decode(model, src, 9)
+    each = decode(model, src, torch.full((src.size(0),), 9))
+    assert torch.equal(one, each), f"max_len=9 and a tensor of 9s decode differently:\n{one}\nvs\n{each}"
+
+
+@pytest.mark.stage(12)
+@pytest.mark.parametrize(
+    "max_len, words",
+    [
+        (torch.tensor([5]), r"one integer per sentence, shape \(2,\)"),
+        (torch.tensor([5.0, 5.0]), "one integer per sentence"),
+        (torch.tensor([5, 0]), "max_len must be a positive integer, got 0"),
+        (torch.tensor([5, 40]), "exceed the model's max_len=32"),
+    ],
+    ids=["wrong-shape", "floats", "zero", "too-long"],
+)
+def test_decoding_rejects_a_bad_max_len_per_sentence(tf, max_len, words):
+    model = make_model(tf)
+    for decode in (decoder(tf, 1), decoder(tf, 3)):
+        with pytest.raises(ValueError, match=words):
+            decode(model, SRC, max_len)

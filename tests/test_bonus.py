@@ -406,6 +406,84 @@ def test_finished_sentences_leave_the_batch_and_no_answer_changes(beam):
         )
 
 
+def own_max_len(src: torch.Tensor, extra: int) -> torch.Tensor:
+    """Each sentence's own max_len (B,), from its own length, never from the batch's padded width."""
+    return ((src != tf.PAD).sum(dim=1) + extra).clamp(min=1)  # (B,)
+
+
+@pytest.mark.parametrize(
+    "seed,beam,alpha",
+    [(1, 1, 0.6), (5, 1, 0.6), (1, 3, 0.6), (5, 4, 0.0), (9, 3, 2.0)],
+    ids=["seed1-greedy", "seed5-greedy", "seed1-beam3-alpha0.6", "seed5-beam4-alpha0", "seed9-beam3-alpha2"],
+)
+def test_cached_decoders_with_a_max_len_per_sentence_give_the_plain_tokens_and_scores(seed, beam, alpha):
+    # seed 9 with alpha 2: a bound computed with another sentence's max_len stops too early and changes answers
+    ours, cached, module, src = decoding_models(seed, dtype=torch.float64)
+    eos = end_token(tf.greedy_decode(ours, src, 20, tf.BOS))
+    max_len = own_max_len(src, extra=-1)  # (B,): 8, 4, 8, 1, 8
+    if beam == 1:
+        plain = tf.greedy_decode(ours, src, max_len, tf.BOS, eos)
+        fast = module.cached_greedy_decode(cached, src, max_len, tf.BOS, eos)
+        plain_scores = fast_scores = torch.zeros(1)
+    else:
+        plain, plain_scores = tf.beam_search(ours, src, max_len, tf.BOS, eos, beam, alpha, return_scores=True)
+        fast, fast_scores = module.cached_beam_search(
+            cached, src, max_len, tf.BOS, eos, beam, alpha, return_scores=True
+        )
+    steps = finishing_steps(plain, eos)
+    assert None in steps and {None} != set(steps), f"test setup: some answers should end, some be cut off: {steps}"
+    for i in range(src.size(0)):
+        assert (plain[i, 1 + max_len[i] :] == tf.PAD).all(), (
+            f"sentence {i} wrote past its own max_len {int(max_len[i])}: {plain[i].tolist()}"
+        )
+    assert torch.equal(plain, fast), (
+        f"with a max_len per sentence the cached decoder wrote other tokens than transformer.py's (end token "
+        f"{eos}):\n{plain}\nvs\n{fast}"
+    )
+    diff = (plain_scores - fast_scores).abs().max().item()
+    assert diff <= 1e-9, f"the cached beam search scores its answers {diff:.1e} away from beam_search's (float64)"
+
+
+def looping(model: tf.Transformer) -> tf.Transformer:
+    """The model with an output layer that never writes the end token or padding (a bias of -100 there): every
+    answer runs on to its max_len, as a model that has not learnt to stop loops until it is cut off."""
+    generator = torch.nn.Linear(model.config.d_model, model.config.tgt_vocab_size, dtype=model.generator.weight.dtype)
+    with torch.no_grad():
+        generator.weight.copy_(model.generator.weight)
+        generator.bias.zero_()
+        generator.bias[[tf.EOS, tf.PAD]] = -100.0
+    model.generator = generator
+    return model
+
+
+@pytest.mark.parametrize("beam", [1, 3], ids=["greedy", "beam3"])
+def test_cached_decoders_with_its_own_max_len_a_looping_answer_is_the_same_beside_a_much_longer_sentence(beam):
+    _, cached, module, _ = decoding_models(2)
+    cached = looping(cached)
+    src = torch.randint(tf.FIRST_SYMBOL, 20, (2, 14), generator=torch.Generator().manual_seed(2))  # (2, S)
+    src[0, 2:] = tf.PAD  # 2 tokens beside 14
+    max_len = own_max_len(src, extra=10)  # (2,): 12 and 24
+
+    def decode(s, n):
+        if beam == 1:
+            return module.cached_greedy_decode(cached, s, n, tf.BOS, tf.EOS)
+        return module.cached_beam_search(cached, s, n, tf.BOS, tf.EOS, beam_size=beam)
+
+    batch = decode(src, max_len)
+    written = (batch[:, 1:] != tf.PAD).sum(dim=1)  # (2,)
+    assert written.tolist() == max_len.tolist(), (
+        f"the answers wrote {written.tolist()} tokens: a model that never writes the end token must be cut off at "
+        f"each sentence's own max_len, {max_len.tolist()}"
+    )
+    for i in range(2):
+        length = int((src[i] != tf.PAD).sum())
+        alone = decode(src[i : i + 1, :length], int(max_len[i]))[0]  # (T_i,)
+        assert torch.equal(stretched(alone, batch.size(1)), batch[i]), (
+            f"sentence {i} with max_len {int(max_len[i])}: alone {alone.tolist()}, beside a sentence of another "
+            f"length {batch[i].tolist()}: a max_len per sentence must cut each answer off at its own"
+        )
+
+
 def test_cached_beam_search_runs_the_encoder_once_and_the_decoder_on_one_token_per_step():
     _, cached, module, src = decoding_models(0)
     calls = {"encoder": 0, "memory keys": 0, "query lengths": []}

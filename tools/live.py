@@ -135,8 +135,8 @@ BLANKS: tuple[Blank, ...] = (
     Blank(
         12,
         "greedy_decode",
-        "encode once, then append the argmax of the decoder's last position until max_len or EOS; "
-        "src (B, S) -> (B, <= max_len + 1), starting with bos_id",
+        "encode once, then append the argmax of the decoder's last position until EOS or each sentence's "
+        "max_len (per_sentence_max_len); src (B, S) -> (B, <= max_len + 1), starting with bos_id",
     ),
 )
 

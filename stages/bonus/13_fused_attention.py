@@ -44,6 +44,9 @@ Every deviation from the paper:
 6. The toy demo decodes greedily (`greedy_decode`), which its task needs no more than. The
    paper's decoding, beam search with beam 4 and length penalty alpha = 0.6 (§6.1), is
    `beam_search`; `translate.py` uses it, and averages the last checkpoints as §6.1 does.
+   §6.1 leaves open what the beam does with a hypothesis that ends: ours finishes it and keeps
+   beam_size live ones beside it, as fairseq does. §6.1 caps an output at its input length + 50;
+   our max_len is one cap for the batch or a tensor of one per sentence.
 """
 
 from __future__ import annotations
@@ -589,21 +592,31 @@ def train_step(model: Transformer, src: Tensor, tgt: Tensor, optimizer, schedule
 # -----------------------------------------------------------------------------
 
 
-def check_max_len(model: Transformer, max_len: int) -> None:
-    """A decoding loop writes up to max_len tokens after bos_id: they must fit the positional encoding."""
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
-    if max_len + 1 > model.config.max_len:
-        raise ValueError(
-            f"max_len + 1 = {max_len + 1} output positions exceed the model's max_len={model.config.max_len}"
-        )
+def per_sentence_max_len(model: Transformer, max_len: int | Tensor, src: Tensor) -> Tensor:
+    """max_len as one cap per sentence (B,): an int caps every sentence alike, a LongTensor (B,) each on
+    its own. A decoding loop writes up to max_len tokens after bos_id: they must fit the positional encoding."""
+    if isinstance(max_len, Tensor):
+        kind = max_len.dtype
+        if max_len.shape != (src.size(0),) or kind.is_floating_point or kind.is_complex or kind == torch.bool:
+            raise ValueError(
+                f"max_len as a tensor must hold one integer per sentence, shape ({src.size(0)},), "
+                f"got {kind} of shape {tuple(max_len.shape)}"
+            )
+    for value in max_len.tolist() if isinstance(max_len, Tensor) else [max_len]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_len must be a positive integer, got {value!r}")
+        if value + 1 > model.config.max_len:
+            raise ValueError(
+                f"max_len + 1 = {value + 1} output positions exceed the model's max_len={model.config.max_len}"
+            )
+    return torch.as_tensor(max_len, dtype=torch.long, device=src.device).expand(src.size(0))  # (B,)
 
 
 @torch.no_grad()
 def greedy_decode(
     model: Transformer,
     src: Tensor,
-    max_len: int,
+    max_len: int | Tensor,
     bos_id: int,
     eos_id: int | None = None,
     src_mask: Tensor | None = None,
@@ -612,24 +625,27 @@ def greedy_decode(
 
     The encoder runs once; the decoder re-reads everything written so far at every step.
     Returns token ids (B, <= max_len + 1) that start with bos_id. A sequence that has written
-    eos_id is padded with pad_id from then on; decoding stops early once all have.
+    eos_id, or max_len tokens, is padded with pad_id from then on; decoding stops early once all have.
+    max_len is an int, or a LongTensor (B,) that gives each sentence its own (§6.1 caps an output at
+    its input length + 50), so that a sentence's answer does not depend on the others in its batch.
     """
-    check_max_len(model, max_len)
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
+    max_len = per_sentence_max_len(model, max_len, src)  # (B,)
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_id
-    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
     if src_mask is None:
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
     memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
     ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)  # (B,)
-    for _ in range(max_len):
+    for t in range(1, model.config.max_len):  # each sequence stops by its own max_len, below the model's
         hidden = model.decode(ys, memory, src_mask, subsequent_mask(ys.size(1), src.device))  # (B, t, D)
         next_token = model.generator(hidden[:, -1]).argmax(dim=-1)  # (B, D) -> (B, V) -> (B,)
+        next_token = next_token.masked_fill(finished, pad_id)  # (B,)
         if eos_id is not None:
-            next_token = next_token.masked_fill(finished, pad_id)  # (B,)
             finished |= next_token == eos_id
+        finished |= t >= max_len  # (B,): it has written its max_len tokens
         ys = torch.cat([ys, next_token[:, None]], dim=1)  # (B, t) -> (B, t + 1)
         if finished.all():
             break
@@ -637,7 +653,7 @@ def greedy_decode(
     return ys
 
 
-def length_penalty(length: Tensor, alpha: float) -> Tensor:
+def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
     """§6.1, after Wu et al. (2016): lp(Y) = ((5 + |Y|) / 6)^alpha. A hypothesis is ranked by
     log P(Y | X) / lp(Y); alpha = 0 ranks by log-probability alone, which favours short outputs."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -647,7 +663,7 @@ def length_penalty(length: Tensor, alpha: float) -> Tensor:
 def beam_search(
     model: Transformer,
     src: Tensor,
-    max_len: int,
+    max_len: int | Tensor,
     bos_id: int,
     eos_id: int,
     beam_size: int = 4,
@@ -658,16 +674,21 @@ def beam_search(
     """§6.1: keep the beam_size best hypotheses per sentence, ranked by log-probability over the
     length penalty; the paper uses beam 4 and alpha = 0.6.
 
-    |Y| counts the written tokens after bos_id, eos_id included. A hypothesis that has written
-    eos_id stays in its beam with its score frozen, competing with the live ones; at max_len the
-    live ones are cut off and count as answers, as in greedy_decode. A sentence is done when its
-    best finished hypothesis beats every live one's best possible final score (log P only falls,
-    so s / lp(max_len) bounds a live score s): stopping early never changes an answer, so what
-    a sentence gets does not depend on the others in its batch. Every sentence and beam goes
-    through one decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and with
-    return_scores=True also each answer's log P / lp (B,). beam_size=1 is greedy_decode.
+    Each sentence keeps K = beam_size live hypotheses, as fairseq does. At each step every live one is
+    extended by every token; of these candidates, those among the best K that end in eos_id finish, and
+    the best K that do not end live on, so the beam does not narrow as hypotheses finish. |Y| counts the
+    tokens written after bos_id, eos_id included; a step's candidates all have the same |Y|, so log P
+    ranks them as log P / lp does. A sentence is decided once K of its hypotheses have finished (so beam 1
+    is greedy_decode), or at its max_len, where its live ones are cut off and count as answers, as in
+    greedy_decode; its answer is the best that finished or was cut off. It is decided earlier once that
+    answer beats every live one's best possible final score (log P only falls, so s / lp(max_len) bounds
+    a live score s): this never changes an answer, so a sentence's answer does not depend on the others
+    in its batch. max_len is an int or a LongTensor (B,), as in greedy_decode. Every sentence and beam
+    goes through one decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and
+    with return_scores=True also each answer's log P / lp (B,).
     """
-    check_max_len(model, max_len)
+    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
+    max_len = per_sentence_max_len(model, max_len, src)  # (B,)
     V = model.config.tgt_vocab_size
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= V:
         raise ValueError(f"beam_size must be an integer in [1, {V}] (the target vocabulary), got {beam_size!r}")
@@ -675,49 +696,53 @@ def beam_search(
         raise ValueError(f"alpha must be >= 0 (0 turns the length penalty off), got {alpha!r}")
     was_training = model.training
     model.eval()
-    pad_id, K, device = model.config.pad_id, beam_size, src.device
-    model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
+    pad_id, K, B, device = model.config.pad_id, beam_size, src.size(0), src.device
     if src_mask is None:
         src_mask = padding_mask(src, pad_id)  # (B, 1, 1, S)
-    B = src.size(0)
     memory = model.encoder(model.embed(model.src_embed, src), src_mask)  # (B, S, D)
     memory = memory.repeat_interleave(K, dim=0)  # (B, S, D) -> (B*K, S, D): a copy per beam
     if src_mask.size(0) == B:
         src_mask = src_mask.repeat_interleave(K, dim=0)  # (B, ...) -> (B*K, ...)
-    ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1)
-    # log P of each hypothesis; all beams but the first start at -inf so step 1 expands one copy only
+    ys = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1): the live hypotheses
+    # log P of each live hypothesis; all but the first start at -inf so step 1 extends one copy only
     score = torch.full((B, K), -math.inf, dtype=memory.dtype, device=device)  # (B, K)
     score[:, 0] = 0.0
-    length = torch.zeros(B, K, dtype=memory.dtype, device=device)  # (B, K): |Y| so far
-    finished = torch.zeros(B, K, dtype=torch.bool, device=device)  # (B, K)
-    lp_max = length_penalty(torch.tensor(float(max_len)), alpha)
-    for t in range(1, max_len + 1):
+    lp_max = length_penalty(max_len.to(memory.dtype), alpha)  # (B,): the largest lp an answer can get
+    answer = torch.full((B, model.config.max_len), pad_id, dtype=torch.long, device=device)  # (B, T + 1): best so far
+    answer_score = torch.full((B,), -math.inf, dtype=memory.dtype, device=device)  # (B,): its log P / lp
+    answer_length = torch.zeros(B, dtype=torch.long, device=device)  # (B,): its |Y|
+    n_finished = torch.zeros(B, dtype=torch.long, device=device)  # (B,): hypotheses that have written eos_id
+    decided = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
+    for t in range(1, model.config.max_len):  # each sentence is decided by its own max_len, below the model's
         hidden = model.decode(ys, memory, src_mask, subsequent_mask(t, device))  # (B*K, t, D)
         log_p = model.generator(hidden[:, -1]).log_softmax(dim=-1).view(B, K, V)  # (B*K, D) -> (B, K, V)
-        # a finished hypothesis has one continuation, padding, which costs nothing and keeps its length
-        log_p = log_p.masked_fill(finished[:, :, None], -math.inf)  # (B, K, V)
-        log_p[..., pad_id] = log_p[..., pad_id].masked_fill(finished, 0.0)
-        candidate = score[:, :, None] + log_p  # (B, K, 1) + (B, K, V) -> (B, K, V)
-        # |Y| after this step, the same whatever the token: t, or a finished hypothesis's own length
-        new_length = torch.where(finished, length, float(t))  # (B, K)
-        ranked = candidate / length_penalty(new_length, alpha)[:, :, None]  # (B, K, V) / (B, K, 1) -> (B, K, V)
-        best, index = ranked.view(B, K * V).topk(K, dim=-1)  # (B, K) each, best first
-        beam, token = index // V, index % V  # (B, K): which hypothesis it extends, with which token
-        score = candidate.view(B, K * V).gather(1, index)  # (B, K)
-        length = new_length.gather(1, beam)  # (B, K)
-        finished = finished.gather(1, beam) | (token == eos_id)  # (B, K)
-        rows = (torch.arange(B, device=device)[:, None] * K + beam).flatten()  # (B*K,): the rows to extend
-        ys = torch.cat([ys[rows], token.view(B * K, 1)], dim=1)  # (B*K, t) -> (B*K, t + 1)
-        # done: the best finished hypothesis beats every live one's bound, or none is live
-        best_finished = best.masked_fill(~finished, -math.inf).max(dim=-1).values  # (B,)
-        best_live = (score / lp_max).masked_fill(finished, -math.inf).max(dim=-1).values  # (B,)
-        if (best_finished >= best_live).all():
+        candidate = score[:, :, None] + log_p  # (B, K, 1) + (B, K, V) -> (B, K, V): log P of each extension
+        best, index = candidate.view(B, K * V).topk(K, dim=-1)  # (B, K) each: the best K, best first
+        ends = index % V == eos_id  # (B, K): those that end in eos_id finish
+        n_finished += ends.sum(dim=-1)  # (B,)
+        # the answers step t offers, |Y| = t: those that finish, and at a sentence's max_len all, cut off
+        offered = ends | (t >= max_len)[:, None]  # (B, K)
+        ranked = (best / length_penalty(t, alpha)).masked_fill(~offered, -math.inf)  # (B, K): log P / lp
+        offer_score, which = ranked.max(dim=-1)  # (B,) each: the best offered, -inf if none is
+        pick = index.gather(1, which[:, None])[:, 0]  # (B,): its place among the K * V candidates
+        extended = ys.view(B, K, t)[torch.arange(B, device=device), pick // V]  # (B*K, t) -> (B, t): what it extends
+        offer = torch.cat([extended, (pick % V)[:, None]], dim=1)  # (B, t + 1): and with which token
+        better = (offer_score > answer_score) & ~decided  # (B,): a decided sentence keeps its answer
+        answer[better, : t + 1] = offer[better]  # (n, t + 1): the n sentences whose answer improves
+        answer_score[better] = offer_score[better]  # (n,)
+        answer_length[better] = t  # (n,)
+        candidate[:, :, eos_id] = -math.inf  # the best K that do not end live on
+        score, index = candidate.view(B, K * V).topk(K, dim=-1)  # (B, K) each, best first
+        rows = (torch.arange(B, device=device)[:, None] * K + index // V).flatten()  # (B*K,): the ones to extend
+        ys = torch.cat([ys[rows], (index % V).view(B * K, 1)], dim=1)  # (B*K, t) -> (B*K, t + 1)
+        bound = score[:, 0] / lp_max  # (B,): the best final score a live hypothesis can still reach
+        # decided: K finished, max_len reached, or no live hypothesis can overtake the answer any more
+        decided |= (n_finished >= K) | (t >= max_len) | (answer_score >= bound)  # (B,)
+        if decided.all():
             break
-    # topk sorts, so hypothesis 0 is the answer: finished, or cut off at max_len as greedy_decode's are
-    out = ys.view(B, K, -1)[:, 0]  # (B*K, t + 1) -> (B, K, t + 1) -> (B, t + 1)
-    out = out[:, : 1 + int(length[:, 0].max())]  # no column beyond the longest answer
+    out = answer[:, : 1 + int(answer_length.max())]  # (B, T + 1): no column beyond the longest answer
     model.train(was_training)
-    return (out, best[:, 0]) if return_scores else out
+    return (out, answer_score) if return_scores else out
 
 
 def exact_match(model: Transformer, src: Tensor, tgt: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
