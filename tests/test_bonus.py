@@ -532,22 +532,24 @@ def test_cached_beam_search_restores_training_mode():
 
 @pytest.mark.parametrize("beam", [1, 4], ids=["greedy", "beam4"])
 def test_translate_decodes_with_stage_14s_cache(beam):
-    """translate.py loads the stage's decoders (one source, not a copy): transformer.py's answers, one token a step."""
-    import translate
+    """translation/decoding.py loads the stage's decoders (one source, not a copy): transformer.py's answers, one
+    token a step, each sentence capped by its own length."""
+    from translation import decoding
+    from translation.batches import BOS_ID, EOS_ID
 
     ours, _, _, src = decoding_models(4)
     query_lengths = []
     ours.decoder.layers[0].self_attn.w_q.register_forward_hook(lambda _m, a, _o: query_lengths.append(a[0].size(1)))
-    out = translate.decode_batch(ours, src, beam, 0.6)
+    out = decoding.decode_batch(ours, src, beam, 0.6)
     assert set(query_lengths) == {1}, (
-        f"translate.decode_batch fed the decoder {sorted(set(query_lengths))} tokens a step: not stage 14's cache"
+        f"decoding.decode_batch fed the decoder {sorted(set(query_lengths))} tokens a step: not stage 14's cache"
     )
-    max_len = min(ours.config.max_len - 1, 2 * src.size(1) + 10)
+    max_len = (2 * (src != 0).sum(dim=1) + 10).clamp(max=ours.config.max_len - 1)  # (B,): each its own cap
     if beam == 1:
-        expected = tf.greedy_decode(ours, src, max_len, translate.BOS_ID, translate.EOS_ID)
+        expected = tf.greedy_decode(ours, src, max_len, BOS_ID, EOS_ID)
     else:
-        expected = tf.beam_search(ours, src, max_len, translate.BOS_ID, translate.EOS_ID, beam, 0.6)
-    assert torch.equal(out, expected), "translate.decode_batch wrote other tokens than transformer.py's decoders"
+        expected = tf.beam_search(ours, src, max_len, BOS_ID, EOS_ID, beam, 0.6)
+    assert torch.equal(out, expected), "decoding.decode_batch wrote other tokens than transformer.py's decoders"
 
 
 def test_a_stage_may_declare_a_whole_class_changed_and_sync_keeps_its_docstring():

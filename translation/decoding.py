@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from stages.manifest import get_stage
-from translation.batches import BOS_ID, EOS_ID, decode, encode, pad
+from translation.batches import BOS_ID, EOS_ID, PAD_ID, decode, encode, pad
 
 
 def source_ids(tokenizer, texts: list[str], max_len: int) -> tuple[list[list[int]], int]:
@@ -17,6 +17,15 @@ def source_ids(tokenizer, texts: list[str], max_len: int) -> tuple[list[list[int
     ids = [s + [EOS_ID] for s in encode(tokenizer, texts)]
     cut = sum(len(s) > max_len for s in ids)
     return [s[: max_len - 1] + [EOS_ID] if len(s) > max_len else s for s in ids], cut
+
+
+def answer_caps(model, src: Tensor) -> Tensor:
+    """Each sentence's own cap on its answer: twice its length plus 10 tokens (an answer rarely runs past twice its
+    source), within the model's max_len. Its own length, not the batch's padded width: an answer that runs to its
+    cap (a looping one) is then the same alone as beside a longer sentence, in translate and in evaluate alike.
+    src (b, S) -> (b,)."""
+    lengths = (src != PAD_ID).sum(dim=1)  # (b,)
+    return (2 * lengths + 10).clamp(max=model.config.max_len - 1)  # (b,)
 
 
 def decode_batch(model, src: Tensor, beam: int, alpha: float) -> Tensor:
@@ -27,7 +36,7 @@ def decode_batch(model, src: Tensor, beam: int, alpha: float) -> Tensor:
     leaves the batch once its answer is decided. transformer.py's own loops re-read every token at every step.
     """
     cached = get_stage(14).load()
-    max_len = min(model.config.max_len - 1, 2 * src.size(1) + 10)  # an answer rarely runs past twice its source
+    max_len = answer_caps(model, src)  # (b,)
     if beam == 1:
         return cached.cached_greedy_decode(model, src, max_len, BOS_ID, EOS_ID)
     return cached.cached_beam_search(model, src, max_len, BOS_ID, EOS_ID, beam_size=beam, alpha=alpha)
