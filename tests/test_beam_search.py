@@ -1,9 +1,12 @@
-"""Beam search (§6.1): it is greedy decoding at beam 1, it ranks by log-probability over the length penalty
-of Wu et al. (2016), it is exhaustive when the beam holds every hypothesis, and padding in a batch changes nothing."""
+"""Beam search (§6.1): it is greedy decoding at beam 1 and alpha 0 (and at alpha > 0 scores at least as well), it
+ranks by log-probability over the length penalty of Wu et al. (2016), it is exhaustive when the beam holds every
+hypothesis, an answer that ends early with a low score does not decide a sentence, and padding in a batch changes
+nothing."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -13,12 +16,12 @@ from tests.test_model import SRC, make_model
 BOS, EOS, PAD = 1, 2, 0
 
 
-def teacher_forced_score(tf, model, src_row, hyp, alpha):
+def teacher_forced_score(tf, model, src_row, hyp, alpha, eos=EOS):
     """log P(hyp | src) by one forward pass, over ((5 + |Y|) / 6)^alpha; hyp starts with BOS, |Y| counts
-    the tokens after it up to and including the first EOS (the rest is padding)."""
+    the tokens after it up to and including the first eos (the rest is padding)."""
     body = hyp[1:].tolist()
-    if EOS in body:
-        body = body[: body.index(EOS) + 1]
+    if eos in body:
+        body = body[: body.index(eos) + 1]
     y = torch.tensor([[BOS, *body]])
     log_p = decoder_log_probs(tf, model, src_row, y[:, :-1])[0]  # (|Y|, V)
     total = log_p.gather(1, y[0, 1:, None]).sum().item()
@@ -32,15 +35,15 @@ def decoder_log_probs(tf, model, src_row, prefix):
     return model(src_row[None], prefix, tgt_mask=causal).log_softmax(-1)  # (1, t, V)
 
 
-def strip(row):
-    """The tokens up to the first EOS, so answers of different widths compare."""
+def strip(row, eos=EOS):
+    """The tokens up to the first eos, so answers of different widths compare."""
     row = row.tolist()
-    return row[: row.index(EOS) + 1] if EOS in row[1:] else row
+    return row[: row.index(eos) + 1] if eos in row[1:] else row
 
 
-def trimmed(row):
-    """The tokens up to the first EOS, or, for an answer cut off at its max_len, without the padding after it."""
-    tokens = strip(row)
+def trimmed(row, eos=EOS):
+    """The tokens up to the first eos, or, for an answer cut off at its max_len, without the padding after it."""
+    tokens = strip(row, eos)
     while tokens[-1] == PAD:
         tokens.pop()
     return tokens
@@ -64,11 +67,13 @@ def long_talker(tf, seed):
 
 @pytest.mark.stage(12)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_beam_of_one_is_greedy_decoding(tf, seed):
+def test_beam_of_one_at_alpha_0_is_greedy_decoding(tf, seed):
     model, src = long_talker(tf, seed), sources(seed=seed)
     greedy = tf.greedy_decode(model, src, max_len=12, bos_id=BOS, eos_id=EOS)
-    beam = tf.beam_search(model, src, max_len=12, bos_id=BOS, eos_id=EOS, beam_size=1)
-    assert torch.equal(beam, greedy), "beam search with one hypothesis must be greedy decoding, token for token"
+    beam = tf.beam_search(model, src, max_len=12, bos_id=BOS, eos_id=EOS, beam_size=1, alpha=0.0)
+    assert torch.equal(beam, greedy), (
+        "beam search with one hypothesis and alpha 0 must be greedy decoding, token for token"
+    )
 
 
 def ender(tf, seed, src):
@@ -87,19 +92,49 @@ def ender(tf, seed, src):
 
 
 @pytest.mark.stage(12)
-@pytest.mark.parametrize("alpha", [0.6, 2.0], ids=lambda a: f"alpha={a}")
 @pytest.mark.parametrize("seed", [3, 5])
-def test_beam_of_one_is_greedy_decoding_when_answers_end_at_different_steps(tf, seed, alpha):
+def test_beam_of_one_at_alpha_0_is_greedy_decoding_when_answers_end_at_different_steps(tf, seed):
     src = sources(seed=seed)
     model, eos = ender(tf, seed, src)
     greedy = tf.greedy_decode(model, src, max_len=12, bos_id=BOS, eos_id=eos)
     ends = {row.tolist()[1:].index(eos) if eos in row.tolist()[1:] else None for row in greedy}
     assert len(ends) >= 3, f"test setup: the answers should end at several different steps, {ends}"
-    beam = tf.beam_search(model, src, max_len=12, bos_id=BOS, eos_id=eos, beam_size=1, alpha=alpha)
+    beam = tf.beam_search(model, src, max_len=12, bos_id=BOS, eos_id=eos, beam_size=1, alpha=0.0)
     assert torch.equal(beam, greedy), (
-        f"beam search with one hypothesis wrote\n{beam}\ninstead of greedy decoding's\n{greedy}\n(end token {eos}): "
-        "its one hypothesis must finish only when it is the best candidate, and then decide the sentence"
+        f"beam search with one hypothesis and alpha 0 wrote\n{beam}\ninstead of greedy decoding's\n{greedy}\n"
+        f"(end token {eos}): its one hypothesis must finish only when it is the best candidate, and then, with no "
+        "length penalty, no longer one can beat it"
     )
+
+
+@pytest.mark.stage(12)
+@pytest.mark.parametrize("alpha", [0.6, 2.0], ids=lambda a: f"alpha={a}")
+@pytest.mark.parametrize("seed", [3, 5])
+def test_beam_of_one_at_alpha_above_0_scores_at_least_as_well_as_greedy_decoding(tf, seed, alpha):
+    # With alpha > 0 a longer answer divides its log P by a larger lp: after greedy's answer ends, the one live
+    # hypothesis (greedy's, without the end token) may go on to an answer with a better log P / lp.
+    src = sources(seed=seed)
+    model, eos = ender(tf, seed, src)
+    greedy = tf.greedy_decode(model, src, max_len=12, bos_id=BOS, eos_id=eos)
+    beam, scores = tf.beam_search(
+        model, src, max_len=12, bos_id=BOS, eos_id=eos, beam_size=1, alpha=alpha, return_scores=True
+    )
+    went_on = 0
+    for i in range(src.size(0)):
+        ours, theirs = trimmed(beam[i], eos), trimmed(greedy[i], eos)
+        greedy_score = teacher_forced_score(tf, model, src[i], greedy[i], alpha, eos)
+        assert scores[i].item() >= greedy_score - 1e-9, (
+            f"sentence {i}, alpha {alpha}: beam 1 answered {ours} scoring {scores[i].item():.4f}, below greedy's "
+            f"{theirs} at {greedy_score:.4f}: greedy's answer is among the hypotheses beam 1 finishes"
+        )
+        if ours != theirs:
+            went_on += 1
+            assert ours[: len(theirs) - 1] == theirs[:-1] and len(ours) > len(theirs), (
+                f"sentence {i}: beam 1 answered {ours}, greedy {theirs}: beam 1 must follow greedy's tokens until "
+                "greedy's answer ends, and may only go on past it"
+            )
+    if alpha == 2.0:
+        assert went_on, "test setup: at alpha 2 some answer should go on past greedy's end"
 
 
 @pytest.mark.stage(12)
@@ -142,10 +177,10 @@ def test_a_beam_as_wide_as_the_vocabulary_finds_the_best_answer_of_two_tokens(tf
 def reference_beam_search(tf, model, src_row, max_len, beam_size, alpha):
     """Beam search written plainly, one sentence, Python lists, no early stop. K = beam_size live hypotheses
     (tokens, log P); each step extends every one by every token. Of these candidates, those among the best K
-    that end in EOS finish, and the best K that do not end live on. The search ends once K have finished, or at
-    max_len, where the live ones are cut off and count as answers too; the answer is the best of all by
-    log P / lp, |Y| counting the tokens after BOS (the first on a tie)."""
-    live, answers, n_finished = [((BOS,), 0.0)], [], 0
+    that end in EOS finish, and the best K that do not end live on. The search runs to max_len, where the live
+    ones are cut off and count as answers too; the answer is the best of all by log P / lp, |Y| counting the
+    tokens after BOS (the first on a tie)."""
+    live, answers = [((BOS,), 0.0)], []
     for t in range(1, max_len + 1):
         candidates = []
         for tokens, log_p in live:
@@ -155,9 +190,6 @@ def reference_beam_search(tf, model, src_row, max_len, beam_size, alpha):
         finished = [c for c in candidates[:beam_size] if c[0][-1] == EOS]
         live = [c for c in candidates if c[0][-1] != EOS][:beam_size]
         answers += finished + (live if t == max_len else [])
-        n_finished += len(finished)
-        if n_finished >= beam_size:
-            break
     tokens, _ = max(answers, key=lambda a: a[1] / ((5 + len(a[0]) - 1) / 6) ** alpha)
     return list(tokens)
 
@@ -168,8 +200,8 @@ def reference_beam_search(tf, model, src_row, max_len, beam_size, alpha):
 def test_stopping_early_never_changes_the_answer(tf, seed, caps):
     # The reference runs every step; ours stops a sentence once no live hypothesis can overtake its best answer.
     # alpha = 2 favours long answers, so a hypothesis that is behind when the first one finishes can still win
-    # (these seeds have such sentences: stopping when the best hypothesis finishes gets them wrong, and so does
-    # a bound computed with lp(t) instead of lp(max_len), or in a batch with the lp of the shortest max_len).
+    # (these seeds have such sentences: deciding a sentence once K hypotheses have finished gets them wrong, and so
+    # does a bound computed with lp(t) instead of lp(max_len), or in a batch with the lp of the shortest max_len).
     model, src = make_model(tf, seed=seed), sources(n=4, seed=seed)
     lengths = (src != PAD).sum(dim=1)  # (4,): 7, 4, 2, 6
     max_len = torch.full_like(lengths, 8) if caps == "one" else lengths + 1  # (4,): 8 each, or 8, 5, 3, 7
@@ -185,6 +217,77 @@ def test_stopping_early_never_changes_the_answer(tf, seed, caps):
                 f"and runs to max_len {expected}: the search stopped before a live hypothesis could overtake the "
                 "best answer, or it did not keep K live hypotheses as others finished"
             )
+
+
+class NextTokenTable(torch.nn.Module):
+    """Stands in for the output layer of a model whose decoder hands it the whole prefix: the probabilities of the
+    next token are read from a table {prefix: {token: probability}}, what is left is shared by the other tokens,
+    and a prefix not in the table ends with probability 0.9."""
+
+    def __init__(self, table, vocab_size):
+        super().__init__()
+        self.table, self.vocab_size = table, vocab_size
+
+    def forward(self, prefix):  # (N, t) -> (N, V): log-probabilities
+        rows = []
+        for tokens in prefix.long().tolist():
+            given = self.table.get(tuple(tokens), {EOS: 0.9})
+            rest = (1.0 - sum(given.values())) / (self.vocab_size - len(given))
+            rows.append([math.log(given.get(token, rest)) for token in range(self.vocab_size)])
+        return torch.tensor(rows, dtype=torch.float64)
+
+
+def table_model(tf, table):
+    """A model whose answers and their probabilities are written out by hand: its decoder passes the prefix on at
+    every position, and NextTokenTable turns it into the next token's log-probabilities."""
+    model = make_model(tf)
+    model.decode = lambda tgt, memory, src_mask, tgt_mask: tgt.double()[:, None, :].expand(-1, tgt.size(1), -1)
+    model.generator = NextTokenTable(table, model.config.tgt_vocab_size)
+    return model
+
+
+# The right answer is 3 5 EOS (P = 0.55 * 0.85 * 0.95 = 0.44), and greedy decoding finds it. Beside it, two answers
+# that end early with a low score are among the best 2 (and 3) candidates: EOS at step 1 (P = 0.35), and 4 EOS at
+# step 2 (P = 0.09 * 0.9 = 0.08), when 3 5 is still live (P = 0.47) and can still beat both.
+EARLY_ENDS = {
+    (BOS,): {3: 0.55, EOS: 0.35, 4: 0.09},
+    (BOS, 3): {5: 0.85, EOS: 0.1},
+    (BOS, 4): {EOS: 0.9},
+    (BOS, 3, 5): {EOS: 0.95},
+}
+
+
+@pytest.mark.stage(12)
+@pytest.mark.parametrize("alpha", [0.0, 0.6], ids=lambda a: f"alpha={a}")
+@pytest.mark.parametrize("beam", [2, 3], ids=lambda k: f"beam{k}")
+def test_answers_that_end_early_with_a_low_score_do_not_decide_the_sentence(tf, beam, alpha):
+    model, src = table_model(tf, EARLY_ENDS), SRC[:1]
+    right = [BOS, 3, 5, EOS]
+    greedy = tf.greedy_decode(model, src, max_len=6, bos_id=BOS, eos_id=EOS)
+    assert trimmed(greedy[0]) == right, f"test setup: greedy decoding should answer {right}, got {greedy[0].tolist()}"
+    out = tf.beam_search(model, src, max_len=6, bos_id=BOS, eos_id=EOS, beam_size=beam, alpha=alpha)
+    assert trimmed(out[0]) == right, (
+        f"beam {beam} answered {trimmed(out[0])} where greedy decoding finds {right}, which scores better: the "
+        f"sentence was decided once {beam} hypotheses had finished, while a live one could still beat them all"
+    )
+
+
+# The best candidate at step 1 ends: EOS (P = 0.5). At alpha 2 the answer 3 EOS (P = 0.45 * 0.95 = 0.43) scores
+# better, log P / lp = -0.62 against -0.69, though it ends a step later; greedy decoding answers EOS.
+LATE_WIN = {(BOS,): {EOS: 0.5, 3: 0.45}, (BOS, 3): {EOS: 0.95}}
+
+
+@pytest.mark.stage(12)
+@pytest.mark.parametrize("beam", [1, 2], ids=lambda k: f"beam{k}")
+def test_a_longer_answer_can_still_win_after_the_best_candidate_ends(tf, beam):
+    model, src = table_model(tf, LATE_WIN), SRC[:1]
+    out, score = tf.beam_search(model, src, 6, bos_id=BOS, eos_id=EOS, beam_size=beam, alpha=2.0, return_scores=True)
+    right = [BOS, 3, EOS]
+    assert trimmed(out[0]) == right, (
+        f"beam {beam} at alpha 2 answered {trimmed(out[0])} (log P / lp = {score[0].item():.3f}), but {right} "
+        "scores -0.62: the sentence was decided when its best candidate ended, or by a bound s / lp(t) that forgets a "
+        "live hypothesis may still grow its lp up to lp(max_len)"
+    )
 
 
 @pytest.mark.stage(12)

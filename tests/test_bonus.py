@@ -359,17 +359,30 @@ def test_cached_beam_search_gives_beam_searchs_tokens_and_scores(seed, beam, alp
     assert diff <= 1e-9, f"the cached beam search scores its answers {diff:.1e} away from beam_search's (float64)"
 
 
-@pytest.mark.parametrize("seed", [1, 4], ids=lambda s: f"seed{s}")
-def test_cached_beam_of_one_is_greedy_decoding(seed):
-    ours, cached, module, src = decoding_models(seed)
+@pytest.mark.parametrize("seed", [1, 8], ids=lambda s: f"seed{s}")
+def test_cached_beam_of_one_is_greedy_decoding_at_alpha_0_and_beam_searchs_beam_of_one_above(seed):
+    ours, cached, module, src = decoding_models(seed, dtype=torch.float64)
     eos = end_token(tf.greedy_decode(ours, src, 20, tf.BOS))
     greedy = tf.greedy_decode(ours, src, 20, tf.BOS, eos)
     assert len(set(finishing_steps(greedy, eos))) >= 2, "test setup: the sentences should finish at different steps"
     for name, out in (
         ("cached_greedy_decode", module.cached_greedy_decode(cached, src, 20, tf.BOS, eos)),
-        ("cached_beam_search with beam 1", module.cached_beam_search(cached, src, 20, tf.BOS, eos, beam_size=1)),
+        ("cached_beam_search, beam 1, alpha 0", module.cached_beam_search(cached, src, 20, tf.BOS, eos, 1, 0.0)),
     ):
         assert torch.equal(out, greedy), f"{name} wrote other tokens than greedy_decode:\n{out}\nvs\n{greedy}"
+    # at alpha 2 a beam of one goes on past greedy's end where a longer answer scores better: a sentence is not
+    # decided when its one hypothesis finishes
+    plain, plain_scores = tf.beam_search(ours, src, 20, tf.BOS, eos, 1, 2.0, return_scores=True)
+    fast, fast_scores = module.cached_beam_search(cached, src, 20, tf.BOS, eos, 1, 2.0, return_scores=True)
+    assert finishing_steps(plain, eos) != finishing_steps(greedy, eos), (
+        "test setup: at alpha 2 some answer of beam 1 should go on past greedy's end"
+    )
+    assert torch.equal(plain, fast), (
+        f"cached_beam_search with beam 1 and alpha 2 wrote other tokens than beam_search (end token {eos}): was a "
+        f"sentence decided when its one hypothesis finished?\n{plain}\nvs\n{fast}"
+    )
+    diff = (plain_scores - fast_scores).abs().max().item()
+    assert diff <= 1e-9, f"the cached beam search scores its answers {diff:.1e} away from beam_search's (float64)"
 
 
 @pytest.mark.parametrize("beam", [1, 3], ids=["greedy", "beam3"])

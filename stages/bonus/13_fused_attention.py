@@ -45,8 +45,11 @@ Every deviation from the paper:
    paper's decoding, beam search with beam 4 and length penalty alpha = 0.6 (§6.1), is
    `beam_search`; `translate.py` uses it, and averages the last checkpoints as §6.1 does.
    §6.1 leaves open what the beam does with a hypothesis that ends: ours finishes it and keeps
-   beam_size live ones beside it, as fairseq does. §6.1 caps an output at its input length + 50;
-   our max_len is one cap for the batch or a tensor of one per sentence.
+   beam_size live ones beside it, as fairseq does, but unlike fairseq it does not decide a sentence
+   once beam_size hypotheses have finished, only once no live one can beat its answer (or at its
+   max_len): early side hypotheses that end fill those slots before the right answer ends (numbers
+   task, beam 4: 918/1000 exact with fairseq's rule, 962 without, greedy 956). §6.1 caps an output
+   at its input length + 50; our max_len is one cap for the batch or a tensor of one per sentence.
 """
 
 from __future__ import annotations
@@ -678,14 +681,17 @@ def beam_search(
     extended by every token; of these candidates, those among the best K that end in eos_id finish, and
     the best K that do not end live on, so the beam does not narrow as hypotheses finish. |Y| counts the
     tokens written after bos_id, eos_id included; a step's candidates all have the same |Y|, so log P
-    ranks them as log P / lp does. A sentence is decided once K of its hypotheses have finished (so beam 1
-    is greedy_decode), or at its max_len, where its live ones are cut off and count as answers, as in
-    greedy_decode; its answer is the best that finished or was cut off. It is decided earlier once that
-    answer beats every live one's best possible final score (log P only falls, so s / lp(max_len) bounds
-    a live score s): this never changes an answer, so a sentence's answer does not depend on the others
-    in its batch. max_len is an int or a LongTensor (B,), as in greedy_decode. Every sentence and beam
-    goes through one decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode, and
-    with return_scores=True also each answer's log P / lp (B,).
+    ranks them as log P / lp does. A sentence's answer is the best, by log P / lp, of those that finished
+    and, at its max_len, of the live ones cut off there, as greedy_decode's are. It is decided at its
+    max_len, or earlier once that answer beats every live one's best possible final score (log P only
+    falls, so s / lp(max_len) bounds a live score s): this never changes an answer, so a sentence's answer
+    does not depend on the others in its batch. Unlike fairseq, it is not decided once K have finished:
+    side hypotheses that end early with a low score would fill the K before a better one ends (beam 4 on
+    the numbers task: 918/1000 exact that way, 962 this way, greedy 956). So beam 1 is greedy_decode at
+    alpha = 0; with alpha > 0 its hypothesis may go on past greedy's eos_id to a longer answer with a
+    better log P / lp. max_len is an int or a LongTensor (B,), as in greedy_decode. Every sentence and
+    beam goes through one decoder call per step. Returns token ids (B, <= max_len + 1) like greedy_decode,
+    and with return_scores=True also each answer's log P / lp (B,).
     """
     model._check_tokens("src", src, model.config.src_vocab_size)  # once: the encoder below does not check again
     max_len = per_sentence_max_len(model, max_len, src)  # (B,)
@@ -711,7 +717,6 @@ def beam_search(
     answer = torch.full((B, model.config.max_len), pad_id, dtype=torch.long, device=device)  # (B, T + 1): best so far
     answer_score = torch.full((B,), -math.inf, dtype=memory.dtype, device=device)  # (B,): its log P / lp
     answer_length = torch.zeros(B, dtype=torch.long, device=device)  # (B,): its |Y|
-    n_finished = torch.zeros(B, dtype=torch.long, device=device)  # (B,): hypotheses that have written eos_id
     decided = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
     for t in range(1, model.config.max_len):  # each sentence is decided by its own max_len, below the model's
         hidden = model.decode(ys, memory, src_mask, subsequent_mask(t, device))  # (B*K, t, D)
@@ -719,7 +724,6 @@ def beam_search(
         candidate = score[:, :, None] + log_p  # (B, K, 1) + (B, K, V) -> (B, K, V): log P of each extension
         best, index = candidate.view(B, K * V).topk(K, dim=-1)  # (B, K) each: the best K, best first
         ends = index % V == eos_id  # (B, K): those that end in eos_id finish
-        n_finished += ends.sum(dim=-1)  # (B,)
         # the answers step t offers, |Y| = t: those that finish, and at a sentence's max_len all, cut off
         offered = ends | (t >= max_len)[:, None]  # (B, K)
         ranked = (best / length_penalty(t, alpha)).masked_fill(~offered, -math.inf)  # (B, K): log P / lp
@@ -736,8 +740,8 @@ def beam_search(
         rows = (torch.arange(B, device=device)[:, None] * K + index // V).flatten()  # (B*K,): the ones to extend
         ys = torch.cat([ys[rows], (index % V).view(B * K, 1)], dim=1)  # (B*K, t) -> (B*K, t + 1)
         bound = score[:, 0] / lp_max  # (B,): the best final score a live hypothesis can still reach
-        # decided: K finished, max_len reached, or no live hypothesis can overtake the answer any more
-        decided |= (n_finished >= K) | (t >= max_len) | (answer_score >= bound)  # (B,)
+        # decided: max_len reached, or no live hypothesis can overtake the answer any more
+        decided |= (t >= max_len) | (answer_score >= bound)  # (B,)
         if decided.all():
             break
     out = answer[:, : 1 + int(answer_length.max())]  # (B, T + 1): no column beyond the longest answer
