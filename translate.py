@@ -380,7 +380,9 @@ def train_loop(run: Run, parts, examples, valid_examples, procs, device, metrics
     return report
 
 
-def train_step(trained, config: TransformerConfig, src: Tensor, tgt: Tensor, optimizer, scheduler, procs, precision):
+def train_step(
+    trained, config: TransformerConfig, src: Tensor, tgt: Tensor, optimizer, scheduler, procs, precision="fp32"
+):
     """One step of teacher forcing over this process's share of the global batch. Returns (the global mean loss,
     the global number of target tokens). In bf16 the forward runs under autocast and the loss in float32.
 

@@ -15,7 +15,7 @@ The same call lets a sentence whose answer is decided (by beam_search's rule, or
 max_len in greedy decoding) leave the batch, so later steps compute only the sentences still undecided.
 The ranking is beam_search's, line for line: the two sit side by side in this file so you can compare
 them, and tests/test_bonus.py holds them to the same tokens and scores. translate.py decodes with this
-file's two functions, loaded from here, not copied. The demo checks the tokens against greedy_decode's
+file's two functions (translation/decoding.py loads them from here; nothing is copied). The demo checks the tokens against greedy_decode's
 and beam_search's, with padding in the source and sentences that end at different steps, and times both.
 
 This file is transformer.py with that addition (its own section at the end), then a demo of its own.
