@@ -46,7 +46,7 @@ diff: setup ## show what a stage adds, coloured: make diff FROM=3 TO=4
 	@$(PY) tools/stages.py diff $(FROM) $(TO)
 
 clean: ## remove the virtual environment and everything the build wrote
-	rm -rf $(VENV) .pytest_cache .ruff_cache talk/dist
+	rm -rf $(VENV) .pytest_cache .ruff_cache talk/dist web
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # --- pitfalls (debug_pitfalls/) ---------------------------------------------

@@ -239,7 +239,7 @@ def page_url(page: Path, query: str = "") -> str:
 # -----------------------------------------------------------------------------
 
 SIZES = {
-    # name: (d_model, h, N, d_ff, vocabulary): the Multi30k recipe (Makefile's M30K_MODEL) and the numbers task's
+    # name: (d_model, h, N, d_ff, vocabulary): the Multi30k recipe (translate.py's RECIPES["m30k"]) and the numbers task's
     "Multi30k": (256, 8, 3, 512, 8000),
     "numbers": (64, 4, 2, 256, 300),
 }
