@@ -257,7 +257,7 @@ def save(run: Run, model, optimizer, scheduler, procs: Processes, device: torch.
         meta = {"settings": s.stored(), "config": asdict(run.config), "tokenizer": run.tokenizer.to_str()}
         meta |= {"step": run.step, "epoch": run.epoch, "position": run.position, "train_seconds": run.seconds}
         meta |= {"seed": s.seed, "dtype": s.dtype, "precision": s.precision, "batch_tokens": s.batch_tokens}
-        meta |= {"pool": s.pool, "steps": s.steps, "cooldown": s.cooldown}
+        meta |= {"pool": s.pool}
         rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})
         states = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
         save_checkpoint(path, meta, states | {"scheduler": scheduler.state_dict(), "rng": rng})
@@ -340,7 +340,7 @@ def train_loop(run: Run, parts, examples, valid_examples, procs, device, metrics
     s, (model, trained, optimizer, scheduler) = run.settings, parts
     batches = length_batches(examples, s.batch_tokens, s.seed, run.epoch, procs.world, s.pool)
     report = {"seconds": 0.0, "tokens": 0, "padding": [], "interrupted": False}
-    with training_bar(console, procs.master, s.steps, run.step) as (bar, update):
+    with training_bar(console, procs.master, s.steps, run.step) as update:
         while run.step < s.steps:
             if all_sum(torch.tensor([float(stop.asked)], device=device), procs).item() > 0:
                 report["interrupted"] = True  # every rank stops at the same step

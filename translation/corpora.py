@@ -174,15 +174,20 @@ def read_parallel(src: Path, tgt: Path) -> list[tuple[str, str]]:
     return [(s.replace("\t", " ").strip(), t.replace("\t", " ").strip()) for s, t in pairs if s.strip() and t.strip()]
 
 
-def read_pairs(data: str | None, src: str | None, tgt: str | None, what: str) -> list[tuple[str, str]] | None:
-    """--data FILE.tsv, or --src FILE --tgt FILE, or nothing (None)."""
+def check_data_flags(data: str | None, src: str | None, tgt: str | None, what: str) -> None:
+    """--data FILE.tsv, or --src FILE --tgt FILE, or neither; anything else is refused in one line."""
     if data and (src or tgt):
         raise UserError(f"give {what} as --data FILE.tsv or as --src FILE --tgt FILE, not both")
+    if bool(src) != bool(tgt):
+        raise UserError(f"--src and --tgt come together (got only {'--src' if src else '--tgt'})")
+
+
+def read_pairs(data: str | None, src: str | None, tgt: str | None, what: str) -> list[tuple[str, str]] | None:
+    """--data FILE.tsv, or --src FILE --tgt FILE, or nothing (None)."""
+    check_data_flags(data, src, tgt, what)
     if data:
         return read_tsv(Path(data))
-    if src or tgt:
-        if not (src and tgt):
-            raise UserError(f"--src and --tgt come together (got only {'--src' if src else '--tgt'})")
+    if src:
         return read_parallel(Path(src), Path(tgt))
     return None
 

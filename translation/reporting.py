@@ -27,7 +27,7 @@ class Metrics:
 
 
 def training_bar(console: Console, master: bool, steps: int, done: int):
-    """rich's bar with the loss, the rate and tokens per second, on rank 0 only; yields (bar, update)."""
+    """rich's bar with the loss, the rate and tokens per second, on rank 0 only; yields update(step, loss, lr, tps)."""
     progress = Progress(
         TextColumn("training"),
         BarColumn(),
@@ -46,7 +46,7 @@ def training_bar(console: Console, master: bool, steps: int, done: int):
             def update(step: int, loss: float, lr: float, tps: float) -> None:
                 progress.update(bar, completed=step, loss=loss, lr=lr, tps=tps)
 
-            yield bar, update
+            yield update
 
     return shown()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformer import OneLineParser
 from translation.batches import POOL, POOL_NUMBERS, PRE_TOKENIZERS
-from translation.corpora import UserError
+from translation.corpora import UserError, check_data_flags
 from translation.precision import PRECISIONS
 
 PROG = "translate.py"
@@ -233,10 +233,7 @@ class TrainSettings(Settings):
 
     def check(self) -> None:
         writable_dir(self.out, "--out")
-        if self.data and (self.src or self.tgt):
-            raise UserError("give the training data as --data FILE.tsv or as --src FILE --tgt FILE, not both")
-        if bool(self.src) != bool(self.tgt):
-            raise UserError(f"--src and --tgt come together (got only {'--src' if self.src else '--tgt'})")
+        check_data_flags(self.data, self.src, self.tgt, "the training data")
         for name in ("valid", "test"):
             files = getattr(self, name)
             if files and len(files) > 2:
@@ -289,7 +286,7 @@ class TrainSettings(Settings):
                 theirs = tuple(theirs)
             changes_schedule = f.name == "steps" and stored.get("cooldown", 0) > 0
             if f.metadata["kind"] == SHAPES or changes_schedule:
-                if f.name in self.given and mine != theirs and f.name != "recipe":
+                if f.name in self.given and mine != theirs:
                     why = " (the cooldown is laid out over the run's steps)" if changes_schedule else ""
                     raise UserError(f"{where} was trained with {flag_of(f)} {shown(theirs)}, not {shown(mine)}{why}")
                 kept[f.name] = theirs
@@ -337,10 +334,7 @@ class DecodeSettings(Settings):
     given: frozenset[str] = frozenset()
 
     def check(self) -> None:
-        if self.data and (self.src or self.tgt):
-            raise UserError("give the test data as --data FILE.tsv or as --src FILE --tgt FILE, not both")
-        if bool(self.src) != bool(self.tgt):
-            raise UserError(f"--src and --tgt come together (got only {'--src' if self.src else '--tgt'})")
+        check_data_flags(self.data, self.src, self.tgt, "the test data")
         if self.json:
             writable_file(self.json, "--json")
         if self.plot:
